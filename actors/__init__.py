@@ -1,0 +1,1 @@
+"""OTP-style supervision on trio nurseries (general purpose; imports nothing from kora)."""

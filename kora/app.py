@@ -1,0 +1,1 @@
+"""The App facade: ``open_app()`` with collections, queries, watch, events and sync."""

@@ -1,0 +1,1 @@
+"""Sans-I/O sync protocol: messages, codecs, session state machines, limits."""

@@ -1,0 +1,1 @@
+"""The sync server: ASGI app on hypercorn, sessions, hub, server stores, auth, scopes."""

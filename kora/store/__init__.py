@@ -1,0 +1,1 @@
+"""The local store: the ``Store`` interface, ``SQLiteStore`` (default) and ``MemoryStore``."""

@@ -1,0 +1,1 @@
+"""The client sync engine: supervised actors, transports, status, events."""

@@ -1,0 +1,1 @@
+"""Test tooling for apps built on Kora: fixtures, chaos transport, partitions."""
