@@ -3,6 +3,8 @@
 No I/O and no trio here (enforced by import-linter).
 """
 
+from kora.core.canonical import canonical_json, js_number, json_stringify
+from kora.core.content_id import operation_id
 from kora.core.errors import (
     BrokenError,
     CausalCycleError,
@@ -33,5 +35,9 @@ __all__ = [
     "RemoteClockDriftError",
     "RemoteError",
     "ValidationError",
+    "canonical_json",
+    "js_number",
+    "json_stringify",
+    "operation_id",
     "utf16_key",
 ]

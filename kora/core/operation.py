@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from kora.core.content_id import operation_id
 from kora.core.hlc import HLCTimestamp
 from kora.core.json_types import JsonValue
 
@@ -81,3 +82,21 @@ class Operation:
         if self.atomic_ops:
             fields["atomicOps"] = {k: v.to_wire() for k, v in self.atomic_ops.items()}
         return fields
+
+    def compute_id(self) -> str:
+        """The content id of this operation's hashed fields (spec 3.2)."""
+        return operation_id(self.hashed_fields())
+
+    def verify_id(self) -> bool:
+        """Whether ``id`` is the content id of the hashed fields.
+
+        A timestamp out of the serializable range cannot have a valid id, so it gives False.
+        """
+        try:
+            return self.id == self.compute_id()
+        except ValueError:
+            return False
+
+    def with_computed_id(self) -> Operation:
+        """A copy whose ``id`` is the content id (for example after re-stamping a timestamp)."""
+        return attrs.evolve(self, id=self.compute_id())

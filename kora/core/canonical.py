@@ -1,0 +1,268 @@
+"""JSON text exactly as the Kora.js reference produces it (spec 3.2, 2.2, Appendix A).
+
+Two outputs matter:
+
+* ``canonical_json`` is the reference's ``canonicalize``: object keys sorted by UTF-16 code
+  units, no whitespace.  Its UTF-8 bytes are what the content id hashes, so one differing
+  character changes every id.
+* ``json_stringify`` is ``JSON.stringify``: keys in insertion order, no whitespace.  The JSON
+  codec uses it so that our frames are byte-identical to the reference's.
+
+Both format numbers as ECMAScript ``Number.prototype.toString`` does (``js_number``) and escape
+strings as ``JSON.stringify`` does.  Python's ``json`` module differs on both counts (``1e-07``,
+``5.0``, raw lone surrogates), so the exact encoder below is our own.  ``json_stringify`` runs
+``json.dumps`` first because it is several times faster, and falls back to the exact encoder
+whenever the fast output could differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from kora.core.hlc import utf16_key
+
+__all__ = ["MAX_DEPTH", "canonical_json", "js_number", "json_stringify"]
+
+#: Containers nested deeper than this are rejected (this also catches circular values).
+MAX_DEPTH: Final = 10_000
+
+# Integers of this magnitude or less are exact doubles, so JS prints them digit for digit.
+_MAX_EXACT_INT: Final = 2**53
+
+_encode_basestring: Callable[[str], str] = json.encoder.encode_basestring
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+# Fast-path output that json.dumps may have formatted differently from JSON.stringify.  Python
+# writes floats with an exponent from 1e16 / below 1e-4 and integral floats with ".0"; JS
+# would not.  Integers of 16+ digits may exceed 2**53.  Lone surrogates must be escaped.  A
+# match inside a string literal is a harmless false alarm: it only costs the slow path.
+_SUSPICIOUS: Final = re.compile(
+    r"[:,\[]-?\d+(?:\.\d+)?[eE]"  # exponent notation
+    r"|[:,\[]-?\d+\.0(?=[,\]}])"  # integral float such as 5.0 or -0.0
+    r"|[:,\[]-?\d{16}"  # integer that may be beyond 2**53
+    "|[\ud800-\udfff]"  # lone surrogate
+)
+
+
+def js_number(x: int | float) -> str:
+    """Format a number as ECMAScript ``Number.prototype.toString`` does.
+
+    Integers beyond 2**53 are first rounded to the nearest double, as a JS number literal
+    would be.  ``NaN`` and infinities give ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
+    (the JSON encoders turn them into ``null`` instead).
+
+    Args:
+        x: An ``int`` or ``float`` (``bool`` is rejected: JSON writes it as true/false).
+
+    Returns:
+        The shortest decimal that round-trips, in JS's layout: ``5``, ``0.1``, ``1e+21``,
+        ``1e-7``, ``12345678901234567000``.
+
+    Raises:
+        TypeError: If ``x`` is not an int or float, or is a bool.
+    """
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise TypeError(f"js_number expects an int or float, got {type(x).__name__}")
+    if isinstance(x, int):
+        if -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT:
+            return str(int(x))
+        try:
+            x = float(x)
+        except OverflowError:
+            return "Infinity" if x > 0 else "-Infinity"
+    return _js_float(x)
+
+
+def _js_float(x: float) -> str:
+    if x != x:
+        return "NaN"
+    if x == math.inf:
+        return "Infinity"
+    if x == -math.inf:
+        return "-Infinity"
+    integral = x.is_integer()
+    if integral and -_MAX_EXACT_INT <= x <= _MAX_EXACT_INT:
+        return str(int(x))  # also maps -0.0 to "0"
+    text = repr(x)
+    if "e" not in text and not integral:
+        # Non-integral and 1e-4 <= |x| < 1e16: Python's fixed notation is JS's.
+        return text
+    sign = ""
+    if text[0] == "-":
+        sign, text = "-", text[1:]
+    mantissa, _, exp_text = text.partition("e")  # exp_text is "" for 9007199254740994.0
+    int_part, _, frac_part = mantissa.partition(".")
+    digits = int_part + frac_part
+    # ``point`` is where the decimal point goes: value = 0.<digits> * 10**point.
+    point = len(int_part) + int(exp_text or "0")
+    stripped = digits.lstrip("0")
+    point -= len(digits) - len(stripped)
+    digits = stripped.rstrip("0")
+    return sign + _layout(digits, point)
+
+
+def _layout(digits: str, point: int) -> str:
+    """ECMAScript Number::toString steps 6-10 for digits ``s`` (k digits) and exponent ``n``."""
+    k = len(digits)
+    if k <= point <= 21:
+        return digits + "0" * (point - k)
+    if 0 < point <= 21:
+        return digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return "0." + "0" * (-point) + digits
+    exponent = point - 1
+    exp_text = f"e+{exponent}" if exponent >= 0 else f"e-{-exponent}"
+    if k == 1:
+        return digits + exp_text
+    return digits[0] + "." + digits[1:] + exp_text
+
+
+def _json_number(x: int | float) -> str:
+    text = js_number(x)
+    # JSON.stringify writes non-finite numbers as null.
+    return "null" if text in ("NaN", "Infinity", "-Infinity") else text
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _quote(text: str) -> str:
+    """A JSON string literal as ``JSON.stringify`` writes it (raw UTF-8 except escapes)."""
+    quoted = _encode_basestring(text)
+    if text.isascii():
+        return quoted
+    # A Python str holds code points, so any surrogate in it is unpaired for UTF-8; the
+    # well-formed JSON.stringify of ES2019 escapes those in lowercase hex.
+    return _SURROGATE.sub(_escape_surrogate, quoted)
+
+
+def _key_text(key: object) -> str:
+    if isinstance(key, str):
+        return key
+    raise TypeError(f"JSON object keys must be str, got {type(key).__name__}: {key!r}")
+
+
+class _Raw(str):
+    """Already-encoded output text waiting on the work stack (as opposed to a str value)."""
+
+    __slots__ = ()
+
+
+_CLOSE_OBJECT: Final = _Raw("}")
+_CLOSE_ARRAY: Final = _Raw("]")
+
+
+def _encode(value: object, *, sort_keys: bool) -> str:
+    # Iterative, with an explicit work stack, so that deep nesting cannot exhaust the Python
+    # stack; a depth limit turns circular values into an error instead of endless output.
+    parts: list[str] = []
+    emit = parts.append
+    stack: list[object] = [value]
+    push = stack.append
+    pop = stack.pop
+    depth = 0
+    while stack:
+        item = pop()
+        if type(item) is _Raw:
+            emit(item)
+            if item is _CLOSE_OBJECT or item is _CLOSE_ARRAY:
+                depth -= 1
+        elif isinstance(item, str):
+            emit(_quote(item))
+        elif item is None:
+            emit("null")
+        elif item is True:
+            emit("true")
+        elif item is False:
+            emit("false")
+        elif isinstance(item, int | float):
+            emit(_json_number(item))
+        elif isinstance(item, Mapping):
+            pairs = [(_key_text(k), v) for k, v in item.items()]
+            if not pairs:
+                emit("{}")
+                continue
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"JSON value nested deeper than {MAX_DEPTH} levels (or circular)")
+            if sort_keys:
+                pairs.sort(key=lambda pair: utf16_key(pair[0]))
+            emit("{")
+            push(_CLOSE_OBJECT)
+            for index in range(len(pairs) - 1, -1, -1):
+                key, member = pairs[index]
+                push(member)
+                push(_Raw(("," if index else "") + _quote(key) + ":"))
+        elif isinstance(item, list | tuple):
+            if not item:
+                emit("[]")
+                continue
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ValueError(f"JSON value nested deeper than {MAX_DEPTH} levels (or circular)")
+            emit("[")
+            push(_CLOSE_ARRAY)
+            for index in range(len(item) - 1, 0, -1):
+                push(item[index])
+                push(_Raw(","))
+            push(item[0])
+        else:
+            raise TypeError(f"value of type {type(item).__name__} is not JSON serializable")
+    return "".join(parts)
+
+
+def canonical_json(value: object) -> str:
+    """The reference's ``canonicalize`` (spec 3.2): sorted keys, no whitespace, JS numbers.
+
+    Object keys are ordered by UTF-16 code units, as JS ``Array.prototype.sort`` orders them.
+    ``None`` (and so JS ``undefined``) is ``null``; NaN and infinities are ``null``.
+
+    Args:
+        value: A JSON value built from dict/Mapping (str keys), list/tuple, str, int, float,
+            bool and None.
+
+    Returns:
+        The canonical text; hash its UTF-8 encoding.
+
+    Raises:
+        TypeError: For a value or key of an unsupported type.
+        ValueError: For nesting deeper than ``MAX_DEPTH`` (for example a circular value).
+    """
+    return _encode(value, sort_keys=True)
+
+
+def json_stringify(value: object) -> str:
+    """``JSON.stringify(value)`` of the reference: insertion key order, no whitespace.
+
+    Same number and string rules as ``canonical_json``.  Uses the C ``json`` encoder when its
+    output cannot differ from JS's, and the exact encoder otherwise.  Keys must be ``str``
+    (the fast path would coerce other keys as ``json.dumps`` does; the exact one rejects
+    them).  Unlike a JS engine, we keep integer-like keys such as ``"2"`` in insertion order;
+    JS would list them first, which changes bytes but not meaning.
+
+    Args:
+        value: A JSON value (see ``canonical_json``).
+
+    Returns:
+        The JSON text, byte-identical to what the reference would send.
+
+    Raises:
+        TypeError: For a value or key of an unsupported type.
+        ValueError: For nesting deeper than ``MAX_DEPTH`` (for example a circular value).
+    """
+    if isinstance(value, dict | list):
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            # Mappings that are not dicts, non-str keys, NaN, very deep values: all handled
+            # (or reported) by the exact encoder.
+            pass
+        else:
+            if _SUSPICIOUS.search(text) is None:
+                return text
+    return _encode(value, sort_keys=False)
