@@ -3,7 +3,9 @@
 No I/O and no trio here (enforced by import-linter).
 """
 
+from kora.core.atomic import apply_atomic_op
 from kora.core.canonical import canonical_json, js_number, json_stringify
+from kora.core.causal import causal_order
 from kora.core.content_id import operation_id
 from kora.core.errors import (
     BrokenError,
@@ -16,8 +18,17 @@ from kora.core.errors import (
     RemoteError,
     ValidationError,
 )
-from kora.core.hlc import MAX_LOGICAL, HLCTimestamp, utf16_key
+from kora.core.hlc import (
+    MAX_LOGICAL,
+    DriftLevel,
+    HLCTimestamp,
+    HybridLogicalClock,
+    check_ingest_bounds,
+    utf16_key,
+)
+from kora.core.ids import is_uuid, uuid7
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
+from kora.core.version_vector import VersionVector, compute_delta
 
 __all__ = [
     "MAX_LOGICAL",
@@ -26,7 +37,9 @@ __all__ = [
     "BrokenError",
     "CausalCycleError",
     "ClosedError",
+    "DriftLevel",
     "HLCTimestamp",
+    "HybridLogicalClock",
     "InvalidTimestampError",
     "KoraError",
     "LocalError",
@@ -35,9 +48,16 @@ __all__ = [
     "RemoteClockDriftError",
     "RemoteError",
     "ValidationError",
+    "VersionVector",
+    "apply_atomic_op",
     "canonical_json",
+    "causal_order",
+    "check_ingest_bounds",
+    "compute_delta",
+    "is_uuid",
     "js_number",
     "json_stringify",
     "operation_id",
     "utf16_key",
+    "uuid7",
 ]
