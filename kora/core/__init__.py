@@ -14,8 +14,10 @@ from kora.core.errors import (
     InvalidTimestampError,
     KoraError,
     LocalError,
+    MalformedOperationError,
     RemoteClockDriftError,
     RemoteError,
+    SchemaValidationError,
     ValidationError,
 )
 from kora.core.hlc import (
@@ -28,6 +30,7 @@ from kora.core.hlc import (
 )
 from kora.core.ids import is_uuid, uuid7
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
+from kora.core.operations import create_operation, operation_from_wire, operation_to_wire
 from kora.core.version_vector import VersionVector, compute_delta
 
 __all__ = [
@@ -43,10 +46,12 @@ __all__ = [
     "InvalidTimestampError",
     "KoraError",
     "LocalError",
+    "MalformedOperationError",
     "OpType",
     "Operation",
     "RemoteClockDriftError",
     "RemoteError",
+    "SchemaValidationError",
     "ValidationError",
     "VersionVector",
     "apply_atomic_op",
@@ -54,10 +59,13 @@ __all__ = [
     "causal_order",
     "check_ingest_bounds",
     "compute_delta",
+    "create_operation",
     "is_uuid",
     "js_number",
     "json_stringify",
+    "operation_from_wire",
     "operation_id",
+    "operation_to_wire",
     "utf16_key",
     "uuid7",
 ]

@@ -60,3 +60,43 @@ class ClosedError(LocalError):
 
 class BrokenError(KoraError):
     """The resource was broken by something outside this process (a dropped connection)."""
+
+
+class MalformedOperationError(RemoteError, ValueError):
+    """An operation received from a peer has a missing field or one of the wrong shape.
+
+    Attributes:
+        field: The wire (camelCase) path of the offending field, e.g. ``timestamp.wallTime``.
+    """
+
+    code = "INVALID_OPERATION"
+
+    def __init__(self, message: str, *, field: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class SchemaValidationError(ValidationError):
+    """A record's data does not match the collection's schema.
+
+    Attributes:
+        collection: The collection name.
+        field: The field name, or None when the problem is not about one field.
+        expected: What the schema wanted, in words (e.g. ``"string"``).
+        given: What was given, as a short repr (None when the field was missing).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        collection: str,
+        field: str | None = None,
+        expected: str | None = None,
+        given: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.collection = collection
+        self.field = field
+        self.expected = expected
+        self.given = given
