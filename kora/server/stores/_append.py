@@ -1,0 +1,128 @@
+"""The one append algorithm, shared by every server store.
+
+``plan_append`` runs *inside* a store's write transaction (synchronously, in the store's
+worker thread).  It reads what it needs through a small ``AppendReader`` and returns an
+``AppendPlan``: exactly the rows to write.  Keeping the decisions here means the three stores
+cannot disagree about dedup, delivery sequences, admission or materialization; they only
+differ in how they read and write rows and how they serialize transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+from kora.core.operation import Operation
+from kora.merge import OutOfOrderError, RecordState, apply, fold
+from kora.server.stores._codec import record_row
+from kora.server.stores.base import (
+    Admit,
+    AppendStatus,
+    DeliveredOperation,
+    OperationOutcome,
+)
+
+RecordKey = tuple[str, str]
+
+
+class AppendReader(Protocol):
+    """Reads of the open write transaction that ``plan_append`` needs."""
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are already stored."""
+        ...
+
+    def current_max_delivery_sequence(self) -> int:
+        """The committed maximum; PostgreSQL also locks the counter here until commit."""
+        ...
+
+    def load_record(self, key: RecordKey) -> RecordState | None:
+        """The stored record state, or ``None``."""
+        ...
+
+    def load_record_operations(self, key: RecordKey) -> list[Operation]:
+        """Every stored operation of the record (for a re-fold)."""
+        ...
+
+
+@attrs.frozen
+class AppendPlan:
+    """What one append writes.
+
+    Attributes:
+        outcomes: One per input op, in input order.
+        applied: The new operations with their delivery sequences, ascending.
+        version_vector: Per node, the highest sequence number among ``applied`` (the store
+            writes ``max(stored, this)``).
+        records: The new state of every record ``applied`` touched.
+        max_delivery_sequence: The counter value after the commit.
+    """
+
+    outcomes: tuple[OperationOutcome, ...]
+    applied: tuple[DeliveredOperation, ...]
+    version_vector: dict[str, int]
+    records: dict[RecordKey, RecordState]
+    max_delivery_sequence: int
+
+
+def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | None) -> AppendPlan:
+    """Decide, op by op in batch order, what happens to each operation (see ``ServerStore``)."""
+    unique_ids = list(dict.fromkeys(op.id for op in ops))
+    seen = reader.existing_ids(unique_ids) if unique_ids else set()
+    sequence = reader.current_max_delivery_sequence()
+    records: dict[RecordKey, RecordState | None] = {}
+    batch_ops: dict[RecordKey, list[Operation]] = {}
+    touched: dict[RecordKey, RecordState] = {}
+    outcomes: list[OperationOutcome] = []
+    applied: list[DeliveredOperation] = []
+    version_vector: dict[str, int] = {}
+    for op in ops:
+        if op.id in seen:
+            outcomes.append(OperationOutcome(op, AppendStatus.DUPLICATE))
+            continue
+        key = (op.collection, op.record_id)
+        if key not in records:
+            records[key] = reader.load_record(key)
+        current = records[key]
+        if admit is not None and not admit(op, current):
+            outcomes.append(OperationOutcome(op, AppendStatus.REJECTED))
+            continue
+        try:
+            new_state = _materialize(reader, key, current, batch_ops.get(key, []), op)
+            record_row(new_state)  # fails now, for this op alone, if the state cannot be stored
+        except (TypeError, ValueError, OverflowError):
+            outcomes.append(OperationOutcome(op, AppendStatus.INVALID))
+            continue
+        seen.add(op.id)
+        sequence += 1
+        records[key] = touched[key] = new_state
+        batch_ops.setdefault(key, []).append(op)
+        applied.append(DeliveredOperation(op, sequence))
+        outcomes.append(OperationOutcome(op, AppendStatus.APPLIED, sequence))
+        if op.sequence_number > version_vector.get(op.node_id, 0):
+            version_vector[op.node_id] = op.sequence_number
+    return AppendPlan(
+        outcomes=tuple(outcomes),
+        applied=tuple(applied),
+        version_vector=version_vector,
+        records=touched,
+        max_delivery_sequence=sequence,
+    )
+
+
+def _materialize(
+    reader: AppendReader,
+    key: RecordKey,
+    current: RecordState | None,
+    earlier_in_batch: list[Operation],
+    op: Operation,
+) -> RecordState:
+    try:
+        return apply(current, op)
+    except OutOfOrderError:
+        # The op slots into the middle of the record's history: replay all of it.
+        state = fold([*reader.load_record_operations(key), *earlier_in_batch, op])
+        assert state is not None  # the list holds at least op
+        return state

@@ -1,0 +1,376 @@
+"""``SqliteServerStore``: the embedded default store of ``kora serve``.
+
+One ``sqlite3`` connection is used from trio's worker threads, one job at a time behind this
+store's own ``CapacityLimiter(1)`` (style anchors 4.1, pattern A).  Each job is one synchronous
+function; a write is one ``BEGIN IMMEDIATE ... COMMIT``, so a batch is one commit.
+
+Durability: WAL with ``synchronous=FULL``.  The server acknowledges a batch only after its
+commit, and those acknowledgements are promises to other devices, so a commit must survive a
+power loss too, not only a crash of the process (reliability 2.2).  Group commit (one
+transaction per client batch) is what keeps FULL affordable.
+
+The delivery sequence is kept in a one-row counter table updated in the append transaction;
+``BEGIN IMMEDIATE`` takes the write lock first, so even several processes sharing the file
+would assign sequences in commit order.  Only this process is woken by ``wait_for_new``,
+though: use PostgreSQL to run several server processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import trio
+
+from kora.core.errors import ClosedError
+from kora.core.ids import uuid7
+from kora.core.operation import Operation
+from kora.core.version_vector import VersionVector
+from kora.merge import RecordState
+from kora.server.stores._append import AppendPlan, RecordKey, plan_append
+from kora.server.stores._codec import (
+    OPERATION_COLUMNS,
+    OPERATION_SELECT,
+    RECORD_COLUMNS,
+    RECORD_SELECT,
+    delivery_sequence_of_row,
+    operation_from_row,
+    operation_row,
+    record_from_row,
+    record_row,
+)
+from kora.server.stores._signal import CommitSignal
+from kora.server.stores.base import (
+    Admit,
+    AppendResult,
+    DeliveredOperation,
+    ServerStore,
+    ServerStoreError,
+)
+
+__all__ = ["SqliteServerStore", "open_sqlite_server_store"]
+
+T = TypeVar("T")
+
+#: How long a job waits for another process's write lock before failing with "busy".
+BUSY_TIMEOUT_SECONDS: Final = 5.0
+#: How long closing may take when the caller is being cancelled.
+CLOSE_TIMEOUT_SECONDS: Final = 5.0
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS kora_operations (
+        id TEXT PRIMARY KEY,
+        delivery_seq INTEGER NOT NULL UNIQUE,
+        node_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        collection TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        data TEXT,
+        previous_data TEXT,
+        atomic_ops TEXT,
+        wall_time INTEGER NOT NULL,
+        logical INTEGER NOT NULL,
+        timestamp_node_id TEXT NOT NULL,
+        sequence_number INTEGER NOT NULL,
+        causal_deps TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        transaction_id TEXT,
+        mutation_name TEXT,
+        received_at INTEGER NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS kora_operations_node_seq
+        ON kora_operations (node_id, sequence_number)""",
+    """CREATE INDEX IF NOT EXISTS kora_operations_record
+        ON kora_operations (collection, record_id)""",
+    """CREATE TABLE IF NOT EXISTS kora_records (
+        collection TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        field_versions TEXT NOT NULL,
+        field_atomic TEXT NOT NULL,
+        deleted INTEGER NOT NULL,
+        version TEXT NOT NULL,
+        created_version TEXT NOT NULL,
+        last_op_id TEXT NOT NULL,
+        PRIMARY KEY (collection, record_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS kora_version_vector (
+        node_id TEXT PRIMARY KEY,
+        max_sequence_number INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS kora_delivery_counter (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+    )""",
+    "INSERT OR IGNORE INTO kora_delivery_counter (id, value) VALUES (1, 0)",
+    """CREATE TABLE IF NOT EXISTS kora_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+)
+
+_INSERT_OPERATION: Final = (
+    f"INSERT INTO kora_operations ({', '.join(OPERATION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in OPERATION_COLUMNS)})"
+)
+_UPSERT_RECORD: Final = (
+    f"INSERT OR REPLACE INTO kora_records ({', '.join(RECORD_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in RECORD_COLUMNS)})"
+)
+_UPSERT_VERSION: Final = (
+    "INSERT INTO kora_version_vector (node_id, max_sequence_number) VALUES (?, ?) "
+    "ON CONFLICT (node_id) DO UPDATE SET "
+    "max_sequence_number = max(max_sequence_number, excluded.max_sequence_number)"
+)
+
+
+class SqliteServerStore(ServerStore):
+    """The server store in one SQLite file (``":memory:"`` works too, for throwaway use).
+
+    Args:
+        path: The database file; created with its tables if missing.
+        node_id: The server's node id for a new database; an existing database keeps the
+            one it was created with (a fresh UUIDv7 if omitted).
+    """
+
+    def __init__(self, path: str | Path, *, node_id: str | None = None) -> None:
+        self._path = str(path)
+        self._requested_node_id = node_id
+        self._node_id: str | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+        self._signal = CommitSignal()
+        self._closed = False
+
+    @property
+    def node_id(self) -> str:
+        if self._node_id is None:
+            raise ClosedError("the server store is not open")
+        return self._node_id
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def queue_depth(self) -> int:
+        """How many jobs wait for the connection (for diagnostics)."""
+        return self._limiter.statistics().tasks_waiting
+
+    async def open(self) -> None:
+        if self._closed:
+            raise ClosedError("the server store is closed")
+        if self._conn is not None:
+            return
+        candidate = self._requested_node_id or uuid7()
+        self._conn, self._node_id, known = await self._run_unopened(
+            lambda: _connect(self._path, candidate)
+        )
+        self._signal.advance(known)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._signal.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # Shielded so that the close runs at all when our caller is being cancelled.
+            with trio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True):
+                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def _run_unopened(self, job: Callable[[], T]) -> T:
+        try:
+            return await trio.to_thread.run_sync(job, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            if self._closed:
+                raise ClosedError("the server store is closed") from exc
+            raise ServerStoreError(f"SQLite server store {self._path}: {exc}") from exc
+
+    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise ClosedError("the server store is closed" if self._closed else "not open")
+        return await self._run_unopened(lambda: job(conn))
+
+    async def append_batch(
+        self, ops: Sequence[Operation], *, admit: Admit | None = None
+    ) -> AppendResult:
+        received_at = int(time.time() * 1000)
+        plan = await self._run(lambda conn: _append(conn, ops, admit, received_at))
+        self._signal.advance(plan.max_delivery_sequence)
+        return AppendResult(plan.outcomes, plan.max_delivery_sequence)
+
+    async def max_delivery_sequence(self) -> int:
+        return await self._run(_max_delivery_sequence)
+
+    async def operations_after_delivery(self, after: int, limit: int) -> list[DeliveredOperation]:
+        def job(conn: sqlite3.Connection) -> list[DeliveredOperation]:
+            rows = conn.execute(
+                f"SELECT {OPERATION_SELECT} FROM kora_operations "
+                "WHERE delivery_seq > ? ORDER BY delivery_seq LIMIT ?",
+                (after, max(limit, 0)),
+            ).fetchall()
+            return [
+                DeliveredOperation(operation_from_row(row), delivery_sequence_of_row(row))
+                for row in rows
+            ]
+
+        return await self._run(job)
+
+    async def version_vector(self) -> VersionVector:
+        def job(conn: sqlite3.Connection) -> VersionVector:
+            rows = conn.execute(
+                "SELECT node_id, max_sequence_number FROM kora_version_vector"
+            ).fetchall()
+            return VersionVector({node: int(sequence) for node, sequence in rows})
+
+        return await self._run(job)
+
+    async def operations_in_range(
+        self, node_id: str, from_seq: int, to_seq: int
+    ) -> list[Operation]:
+        def job(conn: sqlite3.Connection) -> list[Operation]:
+            rows = conn.execute(
+                f"SELECT {OPERATION_SELECT} FROM kora_operations "
+                "WHERE node_id = ? AND sequence_number BETWEEN ? AND ? "
+                "ORDER BY sequence_number, delivery_seq",
+                (node_id, from_seq, to_seq),
+            ).fetchall()
+            return [operation_from_row(row) for row in rows]
+
+        return await self._run(job)
+
+    async def find_record(
+        self, collection: str, record_id: str, *, include_deleted: bool = True
+    ) -> RecordState | None:
+        state = await self._run(lambda conn: _load_record(conn, (collection, record_id)))
+        if state is None or (state.deleted and not include_deleted):
+            return None
+        return state
+
+    async def operation_count(self) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute("SELECT count(*) FROM kora_operations").fetchone()
+            return int(count)
+
+        return await self._run(job)
+
+    async def wait_for_new(self, after: int) -> int:
+        if self._conn is None:
+            raise ClosedError("the server store is closed" if self._closed else "not open")
+        return await self._signal.wait_above(after)
+
+
+def _connect(path: str, candidate_node_id: str) -> tuple[sqlite3.Connection, str, int]:
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        node_id, known = _write_transaction(conn, lambda: _create_schema(conn, candidate_node_id))
+    except BaseException:
+        conn.close()
+        raise
+    return conn, node_id, known
+
+
+def _create_schema(conn: sqlite3.Connection, candidate_node_id: str) -> tuple[str, int]:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT OR IGNORE INTO kora_meta (key, value) VALUES ('node_id', ?)", (candidate_node_id,)
+    )
+    (node_id,) = conn.execute("SELECT value FROM kora_meta WHERE key = 'node_id'").fetchone()
+    return str(node_id), _max_delivery_sequence(conn)
+
+
+def _write_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLite may already have rolled back (disk full, ...)
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _max_delivery_sequence(conn: sqlite3.Connection) -> int:
+    (value,) = conn.execute("SELECT value FROM kora_delivery_counter WHERE id = 1").fetchone()
+    return int(value)
+
+
+def _load_record(conn: sqlite3.Connection, key: RecordKey) -> RecordState | None:
+    row = conn.execute(
+        f"SELECT {RECORD_SELECT} FROM kora_records WHERE collection = ? AND record_id = ?", key
+    ).fetchone()
+    return None if row is None else record_from_row(row)
+
+
+class _SqliteReader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):  # stay under SQLite's host-parameter limit
+            chunk = ids[start : start + 500]
+            rows = self._conn.execute(
+                f"SELECT id FROM kora_operations WHERE id IN ({', '.join('?' for _ in chunk)})",
+                chunk,
+            ).fetchall()
+            found.update(row[0] for row in rows)
+        return found
+
+    def current_max_delivery_sequence(self) -> int:
+        return _max_delivery_sequence(self._conn)
+
+    def load_record(self, key: RecordKey) -> RecordState | None:
+        return _load_record(self._conn, key)
+
+    def load_record_operations(self, key: RecordKey) -> list[Operation]:
+        rows = self._conn.execute(
+            f"SELECT {OPERATION_SELECT} FROM kora_operations "
+            "WHERE collection = ? AND record_id = ?",
+            key,
+        ).fetchall()
+        return [operation_from_row(row) for row in rows]
+
+
+def _append(
+    conn: sqlite3.Connection, ops: Sequence[Operation], admit: Admit | None, received_at: int
+) -> AppendPlan:
+    def work() -> AppendPlan:
+        plan = plan_append(_SqliteReader(conn), ops, admit)
+        if plan.applied:
+            _write_plan(conn, plan, received_at)
+        return plan
+
+    return _write_transaction(conn, work)
+
+
+def _write_plan(conn: sqlite3.Connection, plan: AppendPlan, received_at: int) -> None:
+    rows: list[tuple[Any, ...]] = [
+        operation_row(d.operation, d.delivery_sequence, received_at) for d in plan.applied
+    ]
+    conn.executemany(_INSERT_OPERATION, rows)
+    conn.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
+    conn.executemany(_UPSERT_RECORD, [record_row(state) for state in plan.records.values()])
+    conn.execute(
+        "UPDATE kora_delivery_counter SET value = ? WHERE id = 1", (plan.max_delivery_sequence,)
+    )
+
+
+@asynccontextmanager
+async def open_sqlite_server_store(
+    path: str | Path, *, node_id: str | None = None
+) -> AsyncIterator[SqliteServerStore]:
+    """``async with open_sqlite_server_store("server.db") as store``."""
+    async with SqliteServerStore(path, node_id=node_id) as store:
+        yield store
