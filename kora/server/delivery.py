@@ -1,0 +1,209 @@
+"""What a session sends to its client: the delivery stream and the legacy delta (spec 4.3, 4.4).
+
+Delivery stream (clients that send ``lastDeliverySequence``, i.e. every reference client)
+--------------------------------------------------------------------------------------------
+
+The store numbers committed operations 1, 2, 3, ... (the *delivery sequence*).  A client's
+watermark ``W`` says "I have applied everything visible to me up to ``W``".  From ``W`` the
+session scans the store in chunks of ``5 * batch_size`` to its end and sends the operations
+visible to the session in batches of ``batch_size``:
+
+* the first batch has ``baseDeliverySequence = W``, each next one the previous batch's max
+  (the client applies a batch only when its base equals its watermark);
+* ``maxDeliverySequence`` is the delivery sequence of the batch's last operation, except on the
+  final batch, where it is ``max(last scanned, last op)``: an invisible tail is skipped, so the
+  watermark moves past it and it is never scanned again for this client;
+* the final batch has ``isFinal``; there is no ``cursor``/``totalBatches``;
+* with nothing visible, one empty batch ``{base: W, max: last scanned}`` is sent when the
+  caller asks for it (after the handshake, always: the client only starts streaming after a
+  final batch), or when the invisible run is long (so a quiet tenant's watermark keeps up
+  with a busy store instead of re-scanning the same operations on every wake-up);
+* the client's own operations are skipped when ``W > 0`` (it has them); with ``W = 0`` it is
+  restoring and gets them too.
+
+Memory stays bounded: one scan chunk and one pending batch, whatever the backlog.
+
+Legacy delta (clients that omit ``lastDeliverySequence``)
+--------------------------------------------------------
+
+The operations the server's version vector has beyond the client's, visible to the session,
+in causal order, after the delta cursor's operation if it is found, in batches with
+``batchIndex``/``totalBatches``/``cursor``; one empty final batch when there is nothing.  This
+path loads the whole delta in memory, like the reference; it exists for old clients only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import attrs
+
+from kora.core.operation import Operation
+from kora.core.version_vector import VersionVector, compute_delta
+from kora.server.stores.base import DeliveredOperation, ServerStore
+
+__all__ = [
+    "DeliveryBatch",
+    "LegacyBatch",
+    "VisibilityCheck",
+    "decode_delta_cursor",
+    "delivery_stream",
+    "encode_delta_cursor",
+    "legacy_delta",
+]
+
+VisibilityCheck = Callable[[Operation], Awaitable[bool]]
+"""``await visible(op)``: may this session receive ``op``?"""
+
+
+@attrs.frozen
+class DeliveryBatch:
+    """One delivery batch, ready to become an ``operation-batch`` message."""
+
+    operations: tuple[Operation, ...]
+    base: int
+    max: int
+    is_final: bool
+    batch_index: int
+
+
+@attrs.frozen
+class LegacyBatch:
+    """One batch of the legacy version-vector delta."""
+
+    operations: tuple[Operation, ...]
+    is_final: bool
+    batch_index: int
+    total_batches: int
+    cursor: str | None
+
+
+async def delivery_stream(
+    store: ServerStore,
+    *,
+    after: int,
+    batch_size: int,
+    visible: VisibilityCheck,
+    exclude_node: str | None,
+    finalize_when_empty: bool,
+    skip_threshold: int | None = None,
+    scan_chunk: int | None = None,
+) -> AsyncIterator[DeliveryBatch]:
+    """Yield the delivery batches from watermark ``after`` to the store's current end.
+
+    Args:
+        store: Where to read.
+        after: The client's watermark (the base of the first batch).
+        batch_size: Operations per batch.
+        visible: The session's read-scope check.
+        exclude_node: Skip this node's operations (the client's own), or ``None``.
+        finalize_when_empty: With nothing visible, still send the empty final batch.
+        skip_threshold: With nothing visible, send the empty batch anyway once this many
+            operations were scanned (default: one scan chunk).  ``0`` disables it.
+        scan_chunk: Operations read per store call (default ``5 * batch_size``).
+
+    Yields:
+        Batches in order; the last one has ``is_final``.  Nothing at all when there is
+        nothing visible and the empty batch is not wanted.
+    """
+    chunk_size = scan_chunk if scan_chunk is not None else 5 * batch_size
+    threshold = chunk_size if skip_threshold is None else skip_threshold
+    cursor = after
+    scanned = 0
+    base = after
+    pending: list[DeliveredOperation] = []
+    index = 0
+    while True:
+        chunk = await store.operations_after_delivery(cursor, chunk_size)
+        for delivered in chunk:
+            op = delivered.operation
+            if exclude_node is not None and op.node_id == exclude_node:
+                continue
+            if not await visible(op):
+                continue
+            if len(pending) == batch_size:
+                # Another visible op exists, so the pending batch is not the final one.
+                last = pending[-1].delivery_sequence
+                yield DeliveryBatch(tuple(d.operation for d in pending), base, last, False, index)
+                base, index, pending = last, index + 1, []
+            pending.append(delivered)
+        if chunk:
+            cursor = chunk[-1].delivery_sequence
+            scanned += len(chunk)
+        if len(chunk) < chunk_size:
+            break
+    if pending:
+        last = max(cursor, pending[-1].delivery_sequence)
+        yield DeliveryBatch(tuple(d.operation for d in pending), base, last, True, index)
+    elif finalize_when_empty or (threshold and scanned >= threshold):
+        # (``pending`` is only ever empty here when no batch was yielded at all.)
+        yield DeliveryBatch((), after, cursor, True, 0)
+
+
+def encode_delta_cursor(last_operation_id: str, batch_index: int) -> str:
+    """The reference's delta cursor: base64url (no padding) of compact JSON (spec 4.8)."""
+    text = json.dumps(
+        {"lastOperationId": last_operation_id, "batchIndex": batch_index}, separators=(",", ":")
+    )
+    return base64.urlsafe_b64encode(text.encode("utf-8")).rstrip(b"=").decode("ascii")
+
+
+def decode_delta_cursor(cursor: str | None) -> tuple[str, int] | None:
+    """``(lastOperationId, batchIndex)``, or ``None`` for any malformed cursor (spec 4.8)."""
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError):
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    last_id = decoded.get("lastOperationId")
+    batch_index = decoded.get("batchIndex")
+    if not isinstance(last_id, str) or type(batch_index) is not int:
+        return None
+    return last_id, batch_index
+
+
+async def legacy_delta(
+    store: ServerStore,
+    *,
+    client_vector: VersionVector,
+    batch_size: int,
+    visible: VisibilityCheck,
+    delta_cursor: str | None,
+) -> list[LegacyBatch]:
+    """The legacy version-vector delta of spec 4.3, as a list of batches (never empty)."""
+    server_vector = await store.version_vector()
+    ranges = server_vector.missing_ranges(client_vector)
+    fetched: dict[tuple[str, int, int], list[Operation]] = {}
+    for node, (first, last) in ranges.items():
+        fetched[(node, first, last)] = await store.operations_in_range(node, first, last)
+    ordered = compute_delta(
+        server_vector, client_vector, lambda node, first, last: fetched[(node, first, last)]
+    )
+    ops = [op for op in ordered if await visible(op)]
+    resume = decode_delta_cursor(delta_cursor)
+    start_index = 0
+    if resume is not None:
+        last_id, start_index = resume
+        ids = [op.id for op in ops]
+        if last_id in ids:
+            ops = ops[ids.index(last_id) + 1 :]
+    return _legacy_batches(ops, batch_size, start_index if not ops else 0)
+
+
+def _legacy_batches(
+    ops: Sequence[Operation], batch_size: int, empty_index: int
+) -> list[LegacyBatch]:
+    if not ops:
+        return [LegacyBatch((), True, empty_index, 1, None)]
+    chunks = [tuple(ops[i : i + batch_size]) for i in range(0, len(ops), batch_size)]
+    total = len(chunks)
+    return [
+        LegacyBatch(chunk, i == total - 1, i, total, encode_delta_cursor(chunk[-1].id, i))
+        for i, chunk in enumerate(chunks)
+    ]
