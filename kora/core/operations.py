@@ -14,19 +14,15 @@ not here; ``$koraBytes`` values are ordinary JSON objects at this level.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kora.core.errors import MalformedOperationError, ValidationError
 from kora.core.hlc import MAX_LOGICAL, MAX_WALL_TIME, HLCTimestamp
-from kora.core.json_types import JsonObject, JsonValue
+from kora.core.json_types import JsonObject, JsonValue, copy_json_value
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 
 __all__ = ["create_operation", "operation_from_wire", "operation_to_wire"]
-
-#: Data nested deeper than this is refused by ``create_operation``.
-MAX_DATA_DEPTH = 512
 
 _NUMERIC_ATOMIC_TYPES = frozenset({AtomicOpType.INCREMENT, AtomicOpType.MAX, AtomicOpType.MIN})
 
@@ -34,41 +30,12 @@ _NUMERIC_ATOMIC_TYPES = frozenset({AtomicOpType.INCREMENT, AtomicOpType.MAX, Ato
 # ---------------------------------------------------------------------------------- create
 
 
-def _json_copy(value: object, path: str, depth: int = 0) -> JsonValue:
-    """A deep copy of a JSON value, or ValidationError naming where it is not one."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(f"{path} is {value!r}; JSON has no NaN or Infinity")
-        return value
-    if depth >= MAX_DATA_DEPTH:
-        raise ValidationError(f"{path} is nested deeper than {MAX_DATA_DEPTH} levels")
-    if isinstance(value, Mapping):
-        copied: dict[str, JsonValue] = {}
-        for key, member in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"{path} has a non-string key {key!r}")
-            copied[key] = _json_copy(member, f"{path}.{key}", depth + 1)
-        return copied
-    if isinstance(value, list | tuple):
-        return [_json_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise ValidationError(
-            f"{path} is raw bytes; store binary as {{'$koraBytes': <base64>}} "
-            "(kora.core.schema.encode_bytes_value)"
-        )
-    raise ValidationError(f"{path} is a {type(value).__name__}, which is not a JSON value")
-
-
 def _data_copy(value: Mapping[str, Any] | None, name: str) -> JsonObject | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise ValidationError(f"{name} must be a mapping or None, got {type(value).__name__}")
-    copied = _json_copy(value, name)
+    copied = copy_json_value(value, name)
     assert isinstance(copied, dict)
     return copied
 
@@ -110,7 +77,7 @@ def _atomic_ops(
                 ) from None
             atomic = AtomicOp(kind, atomic["value"])
         kind = AtomicOpType(atomic.type)
-        value = _json_copy(atomic.value, f"atomic_ops[{field!r}].value")
+        value = copy_json_value(atomic.value, f"atomic_ops[{field!r}].value")
         if kind in _NUMERIC_ATOMIC_TYPES and (
             isinstance(value, bool) or not isinstance(value, int | float)
         ):
