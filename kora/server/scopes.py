@@ -44,12 +44,14 @@ Scope: TypeAlias = Mapping[str, Mapping[str, JsonValue]]
 def resolve_scopes(handshake_scope: Scope | None, auth_scopes: Scope | None) -> Scope | None:
     """The effective scope of a session: what auth grants, narrowed by what the client asks.
 
+    * An absent or empty client scope asks for no narrowing: the result is what auth grants
+      (``None``, unscoped, if auth does not restrict).
     * ``auth_scopes is None`` (the provider does not restrict): the client's scope is used as a
-      voluntary filter; an absent or empty client scope gives ``None`` (unscoped).
-    * Otherwise the result contains only collections granted by auth.  If the client sent a
-      scope, only the granted collections it names remain, each with the auth fields (auth
-      values win on conflict) plus any extra narrowing fields the client added.  The result is
-      never ``None`` then: an empty intersection means "nothing", not "everything".
+      voluntary filter.
+    * Otherwise the result contains only collections granted by auth that the client names,
+      each with the auth fields (auth values win on conflict) plus any extra narrowing fields
+      the client added.  The result is never ``None`` then: an empty intersection means
+      "nothing", not "everything", and ``auth_scopes={}`` grants nothing at all.
 
     Args:
         handshake_scope: ``syncScope`` from the client's handshake, or ``None``.
@@ -58,12 +60,13 @@ def resolve_scopes(handshake_scope: Scope | None, auth_scopes: Scope | None) -> 
     Returns:
         A new dict (never one of the arguments), or ``None`` for an unscoped session.
     """
-    if auth_scopes is None:
-        if not handshake_scope:
+    if not handshake_scope:
+        # No client filter (absent or {}): exactly what auth grants.
+        if auth_scopes is None:
             return None
-        return {collection: dict(fields) for collection, fields in handshake_scope.items()}
-    if handshake_scope is None:
         return {collection: dict(fields) for collection, fields in auth_scopes.items()}
+    if auth_scopes is None:
+        return {collection: dict(fields) for collection, fields in handshake_scope.items()}
     resolved: dict[str, dict[str, JsonValue]] = {}
     for collection, granted in auth_scopes.items():
         requested = handshake_scope.get(collection)

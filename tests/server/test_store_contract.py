@@ -31,6 +31,7 @@ from kora.server.stores import (
     MemoryServerStore,
     PostgresServerStore,
     ServerStore,
+    ServerStoreError,
     SqliteServerStore,
     create_server_store,
     open_memory_server_store,
@@ -38,6 +39,7 @@ from kora.server.stores import (
     open_server_store,
     open_sqlite_server_store,
 )
+from kora.server.stores.postgres import application_name
 
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not importable by name
     from conftest import PostgresTarget
@@ -470,7 +472,7 @@ async def test_wait_for_new_wakes_on_an_append(store: ServerStore) -> None:
 async def test_duplicates_alone_do_not_wake_waiters(store: ServerStore) -> None:
     ops = inserts(1)
     await store.append_batch(ops)
-    with trio.move_on_after(0.5) as scope:  # real time: PostgreSQL wakes from another thread
+    with trio.move_on_after(0.2) as scope:  # real time: PostgreSQL wakes from another thread
         await store.append_batch(ops)
         await store.wait_for_new(1)
     assert scope.cancelled_caught
@@ -607,6 +609,61 @@ async def test_a_commit_in_one_postgres_store_wakes_a_waiter_on_another(
                 await trio.testing.wait_all_tasks_blocked()
                 await one.append_batch(inserts(2, first_seq=2))
         assert woke == [3]
+
+
+def terminate_backends(target: PostgresTarget, role: str) -> int:
+    """Kill the server side of this test's connections of one role, as a failover would."""
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name(role, target.schema),),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+async def test_the_postgres_listener_reconnects_and_catches_up(
+    postgres_target: PostgresTarget,
+) -> None:
+    async with (
+        open_postgres_server_store(postgres_target.dsn, schema=postgres_target.schema) as one,
+        open_postgres_server_store(postgres_target.dsn, schema=postgres_target.schema) as two,
+    ):
+        assert terminate_backends(postgres_target, "listener") == 2
+        # This commit's notification is lost; the reconnected listener reads the counter.
+        await one.append_batch(inserts(1))
+        with trio.fail_after(10):  # real time: reconnecting takes a backoff delay
+            assert await two.wait_for_new(0) == 1
+            woke: list[int] = []
+
+            async def waiter() -> None:
+                woke.append(await two.wait_for_new(1))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.testing.wait_all_tasks_blocked()
+                await one.append_batch(inserts(1, first_seq=2))
+        assert woke == [2]
+
+
+@pytest.mark.postgres
+async def test_a_postgres_store_reconnects_after_a_lost_connection(
+    postgres_target: PostgresTarget,
+) -> None:
+    async with open_postgres_server_store(
+        postgres_target.dsn, schema=postgres_target.schema
+    ) as store:
+        await store.append_batch(inserts(1))
+        assert await store.operation_count() == 1
+        assert terminate_backends(postgres_target, "writer") == 1
+        assert terminate_backends(postgres_target, "reader") == 1
+        with pytest.raises(ServerStoreError):
+            await store.append_batch(inserts(1, first_seq=2))
+        with pytest.raises(ServerStoreError):
+            await store.operation_count()
+        result = await store.append_batch(inserts(2, first_seq=2))
+        assert [o.delivery_sequence for o in result.outcomes] == [2, 3]
+        assert await store.operation_count() == 3
 
 
 @pytest.mark.postgres

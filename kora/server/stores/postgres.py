@@ -353,7 +353,7 @@ class _Connection:
         if conn is None or conn.closed or conn.broken:
             if conn is not None:
                 conn.close()
-            self._conn = conn = _connect(self._dsn, self._schema)
+            self._conn = conn = _connect(self._dsn, self._schema, self._role)
         return job(conn)
 
     async def close(self) -> None:
@@ -366,8 +366,18 @@ class _Connection:
             self._conn = None
 
 
-def _connect(dsn: str, schema: str | None) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+def application_name(role: str, schema: str | None) -> str:
+    """What ``pg_stat_activity`` shows for a connection of this store."""
+    return (f"kora-{role}" if schema is None else f"kora-{role}-{schema}")[:63]
+
+
+def _connect(dsn: str, schema: str | None, role: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        application_name=application_name(role, schema),
+    )
     if schema is not None:
         try:
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -541,7 +551,7 @@ class _Listener:
             self._ready.set()
 
     def _listen_until_stopped_or_broken(self) -> None:
-        with _connect(self._dsn, self._schema) as conn:
+        with _connect(self._dsn, self._schema, "listener") as conn:
             highest = 0
 
             def on_notify(notify: psycopg.Notify) -> None:
