@@ -21,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from kora.core.hlc import utf16_key
 
@@ -34,18 +34,11 @@ MAX_DEPTH: Final = 10_000
 _MAX_EXACT_INT: Final = 2**53
 
 _encode_basestring: Callable[[str], str] = json.encoder.encode_basestring
-_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# Values with more containers than this skip the fast path's pre-check (and so also a
+# circular value, which the exact encoder then reports).
+_FAST_PATH_MAX_CONTAINERS: Final = 1_000_000
 
-# Fast-path output that json.dumps may have formatted differently from JSON.stringify.  Python
-# writes floats with an exponent from 1e16 / below 1e-4 and integral floats with ".0"; JS
-# would not.  Integers of 16+ digits may exceed 2**53.  Lone surrogates must be escaped.  A
-# match inside a string literal is a harmless false alarm: it only costs the slow path.
-_SUSPICIOUS: Final = re.compile(
-    r"[:,\[]-?\d+(?:\.\d+)?[eE]"  # exponent notation
-    r"|[:,\[]-?\d+\.0(?=[,\]}])"  # integral float such as 5.0 or -0.0
-    r"|[:,\[]-?\d{16}"  # integer that may be beyond 2**53
-    "|[\ud800-\udfff]"  # lone surrogate
-)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def js_number(x: int | float) -> str:
@@ -255,14 +248,56 @@ def json_stringify(value: object) -> str:
         TypeError: For a value or key of an unsupported type.
         ValueError: For nesting deeper than ``MAX_DEPTH`` (for example a circular value).
     """
-    if isinstance(value, dict | list):
+    if (type(value) is dict or type(value) is list) and _fast_path_is_exact(value):
         try:
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError, RecursionError):
-            # Mappings that are not dicts, non-str keys, NaN, very deep values: all handled
-            # (or reported) by the exact encoder.
-            pass
+            pass  # the exact encoder reports it, or copes (deep nesting)
         else:
-            if _SUSPICIOUS.search(text) is None:
+            if text.isascii() or _is_encodable(text):
                 return text
     return _encode(value, sort_keys=False)
+
+
+def _fast_path_is_exact(value: dict[Any, Any] | list[Any]) -> bool:
+    """Whether ``json.dumps`` formats every member of ``value`` exactly as JS would.
+
+    Python differs from JS on integral floats (``5.0``), exponents (``1e-07``, ``1e+16``),
+    -0.0, NaN/Infinity and integers beyond 2**53; every other float is written alike.  Any
+    type other than dict, list, str, int, float, bool and None (tuples, other mappings,
+    str subclasses) also goes to the exact encoder.  Keys are not checked: they must be str.
+    """
+    stack: list[Any] = [value]
+    pop = stack.pop
+    push = stack.append
+    budget = _FAST_PATH_MAX_CONTAINERS  # a circular value would loop here for ever
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        container = pop()
+        for member in container.values() if type(container) is dict else container:
+            kind = type(member)
+            if kind is str or kind is bool or member is None:
+                continue
+            if kind is dict or kind is list:
+                push(member)
+                continue
+            if kind is int:
+                if -_MAX_EXACT_INT <= member <= _MAX_EXACT_INT:
+                    continue
+                return False
+            if kind is float and 1e-4 <= abs(member) < 1e16 and not member.is_integer():
+                continue
+            return False
+    return True
+
+
+def _is_encodable(text: str) -> bool:
+    # Lone surrogates are the only str content UTF-8 cannot encode; this is much faster
+    # than searching for them.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -230,3 +230,24 @@ def test_json_stringify_output_parses_back_to_the_js_value(value: Any) -> None:
         pytest.fail(f"raw surrogate in output {text!r}")
     parsed = json.loads(text)
     assert normalise(parsed) == normalise(value)
+
+
+def test_fast_path_handles_common_values_and_defers_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kora.core.canonical as canonical
+
+    calls: list[object] = []
+    real_encode = canonical._encode
+
+    def spy(value: object, *, sort_keys: bool) -> str:
+        calls.append(value)
+        return real_encode(value, sort_keys=sort_keys)
+
+    monkeypatch.setattr(canonical, "_encode", spy)
+    common = {"a": [1, 2.5, 0.001, "é", None, True], "b": {"c": 2**53}}
+    assert json_stringify(common) == '{"a":[1,2.5,0.001,"é",null,true],"b":{"c":9007199254740992}}'
+    assert calls == []
+    for needs_exact in ([5.0], [1e-5], [1e16], [2**53 + 1], ["\ud800"], [(1,)], [math.nan]):
+        assert json_stringify(needs_exact) == real_encode(needs_exact, sort_keys=False)
+    assert len(calls) == 7
