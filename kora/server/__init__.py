@@ -14,7 +14,7 @@ from kora.server.auth import (
     TokenFileAuthProvider,
 )
 from kora.server.config import DEFAULT_PORT, ServerLimits
-from kora.server.serve import SyncServer, open_server, serve
+from kora.server.server import SyncServer, open_server, serve
 from kora.server.stores import (
     MemoryServerStore,
     PostgresServerStore,

@@ -37,6 +37,7 @@ class SessionRegistry:
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
         self._sessions: dict[str, str] = {}
+        self._emptied = trio.Event()
 
     def try_register(self, session_id: str, transport: str) -> bool:
         """Reserve a slot; False when the server is full (``max_connections`` 0: no cap)."""
@@ -47,6 +48,14 @@ class SessionRegistry:
 
     def unregister(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        if not self._sessions:
+            self._emptied.set()
+            self._emptied = trio.Event()
+
+    async def wait_empty(self) -> None:
+        """Return once no session is registered (at once if none is)."""
+        while self._sessions:
+            await self._emptied.wait()
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -56,7 +56,7 @@ from kora.core.ids import uuid7
 from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
 from kora.merge import RecordState
-from kora.protocol.errors import RemoteProtocolError
+from kora.protocol.errors import InvalidOperationError, RemoteProtocolError
 from kora.protocol.messages import (
     Acknowledgment,
     ErrorMessage,
@@ -80,7 +80,7 @@ from kora.server.scopes import (
 )
 from kora.server.stores.base import AppendStatus
 from kora.server.transport import CloseCode, FrameTransport, TransportClosed
-from kora.server.wire import WireCodec
+from kora.server.wire import MalformedOperation, SalvagedBatch, WireCodec
 
 __all__ = ["RejectionCode", "SessionClosed", "SyncSession", "refuse_connection"]
 
@@ -134,9 +134,15 @@ class SessionClosed(KoraError):
 @attrs.frozen
 class _Refusal:
     index: int
-    op: Operation
+    operation_id: str
+    collection: str
+    record_id: str
     code: str
     message: str
+
+    @classmethod
+    def of(cls, index: int, op: Operation, code: str, message: str) -> _Refusal:
+        return cls(index, op.id, op.collection, op.record_id, code, message)
 
 
 async def refuse_connection(
@@ -251,13 +257,21 @@ class SyncSession:
 
     # ------------------------------------------------------------ receiving
 
-    async def _receive(self) -> Message | None:
-        """The next decoded message, ``None`` for a dropped (non-fatal) bad frame."""
+    async def _receive(self) -> Message | SalvagedBatch | None:
+        """The next decoded message, ``None`` for a dropped (non-fatal) bad frame.
+
+        A batch with malformed operations comes back as a ``SalvagedBatch`` (once the
+        handshake is done) so those operations are refused one by one.
+        """
         frame = await self._transport.receive()
         self._ctx.metrics.bytes_received.inc(len(frame), self._transport.name)
         try:
             return self._codec.decode(frame)
         except RemoteProtocolError as exc:
+            if isinstance(exc, InvalidOperationError) and self.streaming:
+                salvaged = self._codec.salvage_batch(frame)
+                if salvaged is not None:
+                    return salvaged
             if not exc.fatal:
                 log.info(
                     "dropped a malformed frame",
@@ -276,16 +290,17 @@ class SyncSession:
     async def _handshake_phase(self) -> None:
         limits = self._ctx.limits
         with trio.move_on_after(limits.handshake_timeout) as timer:
-            message: Message | None = None
+            message: Message | SalvagedBatch | None = None
             while message is None:
                 message = await self._receive()
             if not isinstance(message, Handshake):
+                kind = message.TYPE if not isinstance(message, SalvagedBatch) else "batch"
                 raise SessionClosed(
                     CloseCode.POLICY_VIOLATION,
                     "handshake required",
                     error=(
                         ErrorCode.HANDSHAKE_REQUIRED,
-                        f"expected a handshake, got {type(message).TYPE}",
+                        f"expected a handshake, got {kind}",
                         False,
                     ),
                 )
@@ -525,8 +540,15 @@ class SyncSession:
         except TransportClosed:
             cancel_scope.cancel()
 
-    async def _dispatch(self, message: Message) -> None:
-        if isinstance(message, OperationBatch):
+    async def _dispatch(self, message: Message | SalvagedBatch) -> None:
+        if isinstance(message, SalvagedBatch):
+            await self._ingest(
+                message.batch,
+                malformed=message.malformed,
+                positions=message.positions,
+                last_sequence_number=message.last_sequence_number,
+            )
+        elif isinstance(message, OperationBatch):
             await self._ingest(message)
         elif isinstance(message, Acknowledgment):
             self._on_acknowledgment(message)
@@ -556,10 +578,17 @@ class SyncSession:
 
     # ------------------------------------------------------------ ingest
 
-    async def _ingest(self, batch: OperationBatch) -> None:
+    async def _ingest(
+        self,
+        batch: OperationBatch,
+        *,
+        malformed: Sequence[MalformedOperation] = (),
+        positions: Sequence[int] | None = None,
+        last_sequence_number: int | None = None,
+    ) -> None:
         ctx = self._ctx
         ops = batch.operations
-        ctx.metrics.operations_received.inc(len(ops))
+        ctx.metrics.operations_received.inc(len(ops) + len(malformed))
         if len(ops) > ctx.limits.max_batch_operations:
             raise SessionClosed(
                 CloseCode.MESSAGE_TOO_BIG,
@@ -583,14 +612,25 @@ class SyncSession:
                 ),
             )
         now_ms = self._clock_ms()
-        refusals: list[_Refusal] = []
+        refusals = [
+            _Refusal(
+                bad.index,
+                bad.operation_id,
+                bad.collection,
+                bad.record_id,
+                RejectionCode.INVALID_OPERATION,
+                f'Operation "{bad.operation_id}" is malformed: {bad.reason}',
+            )
+            for bad in malformed
+        ]
         candidates: list[tuple[int, Operation]] = []
-        for index, op in enumerate(ops):
+        for position, op in enumerate(ops):
+            index = positions[position] if positions is not None else position
             problem = self._check_operation(op, now_ms)
             if problem is None:
                 candidates.append((index, op))
             else:
-                refusals.append(_Refusal(index, op, *problem))
+                refusals.append(_Refusal.of(index, op, *problem))
         if candidates:
             scopes = self.scopes
 
@@ -613,7 +653,7 @@ class SyncSession:
             for (index, op), outcome in zip(candidates, result.outcomes, strict=True):
                 if outcome.status is AppendStatus.REJECTED:
                     refusals.append(
-                        _Refusal(
+                        _Refusal.of(
                             index,
                             op,
                             RejectionCode.SCOPE_VIOLATION,
@@ -623,7 +663,7 @@ class SyncSession:
                     )
                 elif outcome.status is AppendStatus.INVALID:
                     refusals.append(
-                        _Refusal(
+                        _Refusal.of(
                             index,
                             op,
                             RejectionCode.INVALID_OPERATION,
@@ -640,9 +680,9 @@ class SyncSession:
             await self._send(
                 OperationRejected(
                     message_id=uuid7(),
-                    operation_id=refusal.op.id,
-                    collection=refusal.op.collection,
-                    record_id=refusal.op.record_id,
+                    operation_id=refusal.operation_id,
+                    collection=refusal.collection,
+                    record_id=refusal.record_id,
                     code=refusal.code,
                     message=refusal.message,
                     retriable=False,
@@ -652,7 +692,11 @@ class SyncSession:
             Acknowledgment(
                 message_id=uuid7(),
                 acknowledged_message_id=batch.message_id,
-                last_sequence_number=batch.last_sequence_number,
+                last_sequence_number=(
+                    batch.last_sequence_number
+                    if last_sequence_number is None
+                    else last_sequence_number
+                ),
             )
         )
 

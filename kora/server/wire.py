@@ -8,26 +8,58 @@ negotiated format from the first frame after the handshake-response.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
+
+import attrs
 
 from kora.core.canonical import json_stringify
 from kora.core.operation import Operation
 from kora.core.operations import operation_to_wire
 from kora.protocol.binary_codec import BinaryCodec
-from kora.protocol.errors import InvalidStringError, WireFormatMismatchError
+from kora.protocol.errors import RemoteProtocolError, WireFormatMismatchError
+from kora.protocol.json_codec import JsonCodec
 from kora.protocol.limits import Limits
-from kora.protocol.messages import Message
-from kora.server._interim_json import JsonCodec
+from kora.protocol.messages import Message, OperationBatch
 from kora.server.config import ServerLimits
 from kora.server.transport import Frame
 
-__all__ = ["BINARY_FORMAT", "JSON_FORMAT", "WireCodec"]
+__all__ = ["BINARY_FORMAT", "JSON_FORMAT", "MalformedOperation", "SalvagedBatch", "WireCodec"]
 
 JSON_FORMAT: Final = "json"
 #: Our binary format's name in ``supportedWireFormats`` / ``selectedWireFormat``.  The
 #: reference's ``"protobuf"`` is a different encoding that we never select (spec 2.5).
 BINARY_FORMAT: Final = "kora-pb1"
+
+
+@attrs.frozen
+class MalformedOperation:
+    """An operation of a batch that does not decode, with what identifies it."""
+
+    index: int
+    operation_id: str
+    collection: str
+    record_id: str
+    reason: str
+
+
+@attrs.frozen
+class SalvagedBatch:
+    """A batch whose well-formed operations were kept and malformed ones set aside.
+
+    Attributes:
+        batch: The batch with only the operations that decode (in order).
+        malformed: The others, each with its position in the original batch.
+        positions: The position in the original batch of each operation of ``batch``.
+        last_sequence_number: ``sequenceNumber`` of the original batch's last operation (0
+            if it has none that is an integer): what the acknowledgment reports.
+    """
+
+    batch: OperationBatch
+    malformed: tuple[MalformedOperation, ...]
+    positions: tuple[int, ...]
+    last_sequence_number: int
 
 
 def codec_limits(limits: ServerLimits) -> Limits:
@@ -62,18 +94,10 @@ class WireCodec:
             self._binary = BinaryCodec(self._limits)
 
     def decode(self, frame: Frame) -> Message:
-        if isinstance(frame, str):
+        if isinstance(frame, str) or frame[:1] == b"{":
             return self._json.decode(frame)
-        if frame[:1] == b"{" or self._binary is None:
-            if self._binary is None and frame[:1] != b"{":
-                raise WireFormatMismatchError(
-                    "binary frame before the binary format was negotiated"
-                )
-            try:
-                text = frame.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidStringError("binary frame is not UTF-8 JSON") from exc
-            return self._json.decode(text)
+        if self._binary is None:
+            raise WireFormatMismatchError("a binary frame before kora-pb1 was negotiated")
         return self._binary.decode(frame)
 
     def encode(self, message: Message) -> Frame:
@@ -84,3 +108,57 @@ class WireCodec:
     def operation_size(self, op: Operation) -> int:
         """UTF-8 bytes of the operation's JSON, as the reference measures it (spec 8.4)."""
         return len(json_stringify(operation_to_wire(op)).encode("utf-8", "surrogatepass"))
+
+    def salvage_batch(self, frame: Frame) -> SalvagedBatch | None:
+        """Split a JSON ``operation-batch`` that failed on an operation into good and bad ops.
+
+        Each operation is decoded on its own (in a one-operation copy of the batch), so it
+        gets every check of the JSON codec.  Only called after ``decode`` raised
+        ``InvalidOperationError``, i.e. after the frame passed the size, depth, syntax and
+        envelope checks.
+
+        Returns:
+            ``None`` when the batch cannot be salvaged: a binary frame, or a malformed
+            operation without a string ``id``, ``collection`` and ``recordId`` to name it by.
+        """
+        if isinstance(frame, bytes) and frame[:1] != b"{":
+            return None
+        try:
+            wire = json.loads(frame)
+            raw_ops = wire["operations"]
+            envelope = self._json.decode(json_stringify({**wire, "operations": []}))
+        except (ValueError, TypeError, KeyError, RemoteProtocolError):
+            return None
+        if not isinstance(envelope, OperationBatch) or not isinstance(raw_ops, list):
+            return None
+        good: list[Operation] = []
+        positions: list[int] = []
+        malformed: list[MalformedOperation] = []
+        for index, raw in enumerate(raw_ops):
+            try:
+                single = self._json.decode(json_stringify({**wire, "operations": [raw]}))
+            except RemoteProtocolError as exc:
+                named = _identify(raw)
+                if named is None:
+                    return None
+                malformed.append(MalformedOperation(index, *named, reason=str(exc)))
+            else:
+                assert isinstance(single, OperationBatch)
+                good.extend(single.operations)
+                positions.append(index)
+        last = raw_ops[-1].get("sequenceNumber") if raw_ops and isinstance(raw_ops[-1], dict) else 0
+        return SalvagedBatch(
+            attrs.evolve(envelope, operations=tuple(good)),
+            tuple(malformed),
+            tuple(positions),
+            last if type(last) is int and last >= 0 else 0,
+        )
+
+
+def _identify(raw: Any) -> tuple[str, str, str] | None:
+    if not isinstance(raw, dict):
+        return None
+    names = (raw.get("id"), raw.get("collection"), raw.get("recordId"))
+    if not all(isinstance(name, str) for name in names):
+        return None
+    return names  # type: ignore[return-value]

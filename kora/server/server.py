@@ -89,6 +89,17 @@ class SyncServer:
             log.exception("session crashed", extra=fields(session=session_id))
             await transport.close(CloseCode.INTERNAL_ERROR, "internal error")
 
+    async def _serve_http(
+        self, cancel_scope: trio.CancelScope, *, task_status: trio.TaskStatus[list[str]]
+    ) -> None:
+        with cancel_scope:
+            await hypercorn_serve(
+                self.app,  # type: ignore[arg-type]
+                self._hypercorn_config(),
+                shutdown_trigger=self._ctx.shutdown.wait,
+                task_status=task_status,
+            )
+
     def _hypercorn_config(self) -> HypercornConfig:
         limits = self._ctx.limits
         config = HypercornConfig()
@@ -112,24 +123,24 @@ class SyncServer:
         try:
             async with trio.open_nursery() as background:
                 background.start_soon(partial(ctx.hub.follow_store, ctx.store.wait_for_new))
-                # Both children return by themselves after a shutdown: hypercorn once its
-                # connections are done (graceful_timeout at most), the long-poll endpoints
-                # once their sessions are closed (shutdown_timeout at most).
+                # The hub follower runs until cancelled; the services stop after a shutdown.
                 async with trio.open_nursery() as services:
                     await services.start(self._long_poll.serve)
-                    binds: list[str] = await services.start(
-                        partial(
-                            hypercorn_serve,
-                            self.app,  # type: ignore[arg-type]
-                            self._hypercorn_config(),
-                            shutdown_trigger=ctx.shutdown.wait,
-                        )
-                    )
+                    http_scope = trio.CancelScope()
+                    binds: list[str] = await services.start(self._serve_http, http_scope)
                     port = urlsplit(binds[0]).port if binds else None
                     if port is not None:
                         self.port = port
                     log.info("sync server listening", extra=fields(url=self.url))
                     task_status.started(self)
+                    await ctx.shutdown.wait()
+                    # Sessions finish their batch and close with 1001 by themselves.  Then
+                    # hypercorn is stopped outright: what it would still wait for are idle
+                    # keep-alive sockets and its ping tasks (which sleep a whole ping
+                    # interval after their connection closed).
+                    with trio.move_on_after(ctx.limits.shutdown_timeout):
+                        await ctx.sessions.wait_empty()
+                    http_scope.cancel()
                 background.cancel_scope.cancel()
         finally:
             self._stopped.set()
