@@ -38,8 +38,8 @@ class AppendReader(Protocol):
         """The committed maximum; PostgreSQL also locks the counter here until commit."""
         ...
 
-    def load_record(self, key: RecordKey) -> RecordState | None:
-        """The stored record state, or ``None``."""
+    def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        """The stored states of those of ``keys`` that have a record (one query)."""
         ...
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
@@ -72,7 +72,9 @@ def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | N
     unique_ids = list(dict.fromkeys(op.id for op in ops))
     seen = reader.existing_ids(unique_ids) if unique_ids else set()
     sequence = reader.current_max_delivery_sequence()
-    records: dict[RecordKey, RecordState | None] = {}
+    wanted = list(dict.fromkeys((op.collection, op.record_id) for op in ops if op.id not in seen))
+    stored = reader.load_records(wanted) if wanted else {}
+    records: dict[RecordKey, RecordState | None] = {key: stored.get(key) for key in wanted}
     batch_ops: dict[RecordKey, list[Operation]] = {}
     touched: dict[RecordKey, RecordState] = {}
     outcomes: list[OperationOutcome] = []
@@ -83,8 +85,6 @@ def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | N
             outcomes.append(OperationOutcome(op, AppendStatus.DUPLICATE))
             continue
         key = (op.collection, op.record_id)
-        if key not in records:
-            records[key] = reader.load_record(key)
         current = records[key]
         if admit is not None and not admit(op, current):
             outcomes.append(OperationOutcome(op, AppendStatus.REJECTED))

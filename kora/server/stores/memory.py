@@ -142,8 +142,9 @@ class _MemoryReader:
     def current_max_delivery_sequence(self) -> int:
         return len(self._store._log)
 
-    def load_record(self, key: RecordKey) -> RecordState | None:
-        return self._store._records.get(key)
+    def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        records = self._store._records
+        return {key: records[key] for key in keys if key in records}
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
         return list(self._store._by_record.get(key, []))

@@ -19,6 +19,9 @@ listener thread with its own connection that ``LISTEN``s on the channel and adva
 process's ``CommitSignal`` (``wait_for_new``).  When that connection drops, the thread
 reconnects with backoff and re-reads the counter, so a lost notification only delays a wake-up.
 
+Identifier columns use ``COLLATE "C"``: byte order compares fastest and does not depend on
+the database's locale (the reference's ordering hazard, spec 8.8).
+
 Durability follows the server's ``synchronous_commit`` (keep it ``on``, reliability 2.2).
 Tables live in the connection's default schema, or in ``schema=`` (created if missing), which
 tests use to get fresh tables per test.  Schema setup runs under ``pg_advisory_xact_lock`` so
@@ -83,18 +86,18 @@ _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 _DDL: Final = (
     """CREATE TABLE IF NOT EXISTS kora_operations (
-        id TEXT PRIMARY KEY,
+        id TEXT COLLATE "C" PRIMARY KEY,
         delivery_seq BIGINT NOT NULL UNIQUE,
-        node_id TEXT NOT NULL,
+        node_id TEXT COLLATE "C" NOT NULL,
         type TEXT NOT NULL,
-        collection TEXT NOT NULL,
-        record_id TEXT NOT NULL,
+        collection TEXT COLLATE "C" NOT NULL,
+        record_id TEXT COLLATE "C" NOT NULL,
         data TEXT,
         previous_data TEXT,
         atomic_ops TEXT,
         wall_time BIGINT NOT NULL,
         logical INTEGER NOT NULL,
-        timestamp_node_id TEXT NOT NULL,
+        timestamp_node_id TEXT COLLATE "C" NOT NULL,
         sequence_number BIGINT NOT NULL,
         causal_deps TEXT NOT NULL,
         schema_version INTEGER NOT NULL,
@@ -107,8 +110,8 @@ _DDL: Final = (
     """CREATE INDEX IF NOT EXISTS kora_operations_record
         ON kora_operations (collection, record_id)""",
     """CREATE TABLE IF NOT EXISTS kora_records (
-        collection TEXT NOT NULL,
-        record_id TEXT NOT NULL,
+        collection TEXT COLLATE "C" NOT NULL,
+        record_id TEXT COLLATE "C" NOT NULL,
         fields TEXT NOT NULL,
         field_versions TEXT NOT NULL,
         field_atomic TEXT NOT NULL,
@@ -119,7 +122,7 @@ _DDL: Final = (
         PRIMARY KEY (collection, record_id)
     )""",
     """CREATE TABLE IF NOT EXISTS kora_version_vector (
-        node_id TEXT PRIMARY KEY,
+        node_id TEXT COLLATE "C" PRIMARY KEY,
         max_sequence_number BIGINT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS kora_delivery_counter (
@@ -424,7 +427,11 @@ class _PostgresReader:
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         rows = self._conn.execute(
-            "SELECT id FROM kora_operations WHERE id = ANY(%s)", (list(ids),)
+            # A join, not "id = ANY(%s)": once psycopg prepares the statement, PostgreSQL's
+            # generic plan compares every row with every id instead of probing the index.
+            "SELECT o.id FROM unnest(%s::text[]) AS wanted(id) "
+            "JOIN kora_operations AS o ON o.id = wanted.id",
+            (list(ids),),
         ).fetchall()
         return {row[0] for row in rows}
 
@@ -434,8 +441,18 @@ class _PostgresReader:
         assert row is not None
         return int(row[0])
 
-    def load_record(self, key: RecordKey) -> RecordState | None:
-        return _load_record(self._conn, key)
+    def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        rows = self._conn.execute(
+            f"SELECT {RECORD_SELECT} FROM kora_records "
+            "WHERE (collection, record_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([key[0] for key in keys], [key[1] for key in keys]),
+        ).fetchall()
+        found: dict[RecordKey, RecordState] = {}
+        for row in rows:
+            state = record_from_row(row)
+            found[(state.collection, state.record_id)] = state
+        return found
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
         rows = self._conn.execute(
@@ -516,15 +533,20 @@ class _Listener:
         return self._first_error
 
     def stop(self) -> None:
+        """Ask the thread to exit (idempotent; call ``join`` once afterwards)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"x")
 
     def join(self) -> None:
+        """Wait for the thread to exit after ``stop``, then release the wake-up pipe."""
         if self._thread is not None:
             self._thread.join()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+            self._thread = None
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _report(self, delivery_sequence: int) -> None:
         signal = self._signal

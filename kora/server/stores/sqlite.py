@@ -144,6 +144,7 @@ class SqliteServerStore(ServerStore):
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
         self._signal = CommitSignal()
+        self._opening = False
         self._closed = False
 
     @property
@@ -163,12 +164,19 @@ class SqliteServerStore(ServerStore):
     async def open(self) -> None:
         if self._closed:
             raise ClosedError("the server store is closed")
-        if self._conn is not None:
+        if self._opening:
             return
+        self._opening = True
         candidate = self._requested_node_id or uuid7()
-        self._conn, self._node_id, known = await self._run_unopened(
-            lambda: _connect(self._path, candidate)
-        )
+        try:
+            conn, node_id, known = await self._run_unopened(lambda: _connect(self._path, candidate))
+        except BaseException:
+            self._opening = False
+            raise
+        if self._closed:  # closed while connecting
+            conn.close()
+            raise ClosedError("the server store is closed")
+        self._conn, self._node_id = conn, node_id
         self._signal.advance(known)
 
     async def aclose(self) -> None:
@@ -331,8 +339,19 @@ class _SqliteReader:
     def current_max_delivery_sequence(self) -> int:
         return _max_delivery_sequence(self._conn)
 
-    def load_record(self, key: RecordKey) -> RecordState | None:
-        return _load_record(self._conn, key)
+    def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        found: dict[RecordKey, RecordState] = {}
+        for start in range(0, len(keys), 250):  # two host parameters per key
+            chunk = keys[start : start + 250]
+            rows = self._conn.execute(
+                f"SELECT {RECORD_SELECT} FROM kora_records WHERE (collection, record_id) IN "
+                f"(VALUES {', '.join('(?, ?)' for _ in chunk)})",
+                [part for key in chunk for part in key],
+            ).fetchall()
+            for row in rows:
+                state = record_from_row(row)
+                found[(state.collection, state.record_id)] = state
+        return found
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
         rows = self._conn.execute(
