@@ -1,0 +1,379 @@
+"""The logic both stores share: turning local mutations and remote operations into writes.
+
+Theory of operation
+-------------------
+
+A store transaction is one synchronous function.  It asks the engine to *plan* the
+transaction against a ``TxReader`` (synchronous reads inside the open transaction) and gets
+back ``TxWrites``: the operations to append, the final state of every touched record, the
+operations to enqueue, the version vector entries to raise and the clock to persist.  The
+backend writes them (SQLite with ``executemany``, memory with dict updates) and commits;
+only then does the store call ``Replica.committed(tx)`` to move its in-memory copies (version
+vector, last local op per collection).  If anything raises before the commit, the backend
+rolls back and the replica is untouched, so a sequence number is never burned.  The clock
+may have ticked, which is harmless: it only ever moves forward.
+
+The engine is the single place where semantics live, which is why ``SQLiteStore`` and
+``MemoryStore`` pass the same contract suite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Protocol
+
+import attrs
+
+from kora.core.atomic import apply_atomic_op
+from kora.core.errors import InvalidTimestampError, RemoteClockDriftError, ValidationError
+from kora.core.hlc import HLCTimestamp, HybridLogicalClock
+from kora.core.ids import uuid7
+from kora.core.json_types import JsonValue
+from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
+from kora.merge import RecordState, apply, fold, is_newer
+from kora.store._fast_ops import build_operation, encode_sorted
+from kora.store.errors import RecordExistsError, RecordNotFoundError
+from kora.store.values import ChangeSet, LocalMutation, RemoteRejection
+
+__all__ = ["Replica", "TxReader", "TxWrites", "dumps"]
+
+#: Compact JSON as stored (sorted keys); NaN and infinities are refused.
+dumps = encode_sorted
+
+RecordKey = tuple[str, str]
+
+
+class TxReader(Protocol):
+    """Synchronous reads inside the open transaction of a backend."""
+
+    def load_record(self, collection: str, record_id: str) -> RecordState | None: ...
+
+    def load_record_ops(self, collection: str, record_id: str) -> list[Operation]: ...
+
+    def known_op_ids(self, ids: Collection[str]) -> set[str]: ...
+
+    def op_id_at(self, node_id: str, sequence_number: int) -> str | None: ...
+
+    def last_local_op_id(self, node_id: str, collection: str) -> str | None: ...
+
+
+#: JSON columns of an operation, encoded once (and so validated) by the engine:
+#: ``(serialized timestamp, data, previous data, atomic ops, causal deps)``.
+EncodedOp = tuple[str, str | None, str | None, str | None, str]
+
+
+@attrs.define
+class TxWrites:
+    """Everything one transaction writes, in the order the backend must apply it."""
+
+    ops: list[Operation] = attrs.field(factory=list)
+    encoded: list[EncodedOp] = attrs.field(factory=list)
+    enqueue: list[str] = attrs.field(factory=list)
+    records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
+    #: JSON of a record's fields when it is already known (an insert reuses its data's).
+    fields_json: dict[RecordKey, str] = attrs.field(factory=dict)
+    vv: dict[str, int] = attrs.field(factory=dict)
+    last_local: dict[str, str] = attrs.field(factory=dict)
+    clock_last: HLCTimestamp | None = None
+
+    def changes(self) -> ChangeSet:
+        """The records this transaction (re)wrote."""
+        touched: dict[str, set[str]] = {}
+        for collection, record_id in self.records:
+            touched.setdefault(collection, set()).add(record_id)
+        return ChangeSet.of(touched)
+
+
+def _deps_json(deps: list[str]) -> str:
+    # Local op ids are hex digests: nothing to escape.
+    return '["' + '","'.join(deps) + '"]' if deps else "[]"
+
+
+def _encode_atomic(atomic: Mapping[str, AtomicOp] | None) -> str | None:
+    if not atomic:
+        return None
+    return dumps({name: {"type": str(op.type), "value": op.value} for name, op in atomic.items()})
+
+
+def decode_atomic(text: str | None) -> dict[str, AtomicOp] | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    return {name: AtomicOp(AtomicOpType(v["type"]), v["value"]) for name, v in raw.items()}
+
+
+def _check_name(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{kind} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _encode(value: object, what: str) -> str:
+    return encode_sorted(value, what)
+
+
+class Replica:
+    """The node's in-memory state between transactions, and the planner of transactions.
+
+    Args:
+        node_id: This node's id.
+        clock: This node's HLC (ticked only inside transactions, so never concurrently).
+        version_vector: Highest sequence number stored per node, as loaded at open.
+        schema_version: The app schema version stamped on local operations.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        clock: HybridLogicalClock,
+        version_vector: Mapping[str, int],
+        *,
+        schema_version: int = 1,
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.vv: dict[str, int] = dict(version_vector)
+        self.schema_version = schema_version
+        self._last_local: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------ local writes
+
+    def plan_local(
+        self,
+        reader: TxReader,
+        mutations: Sequence[LocalMutation],
+        transaction_id: str | None,
+    ) -> TxWrites:
+        """Turn local mutations into one transaction's writes.
+
+        Raises:
+            ValidationError: A mutation is malformed.
+            RecordNotFoundError: An update or delete of a missing or deleted record.
+            RecordExistsError: An insert of an id that is live.
+        """
+        if transaction_id is not None:
+            _check_name("transaction_id", transaction_id)
+        tx = TxWrites()
+        node = self.node_id
+        seq = self.vv.get(node, 0)
+        previous_in_tx: str | None = None
+        records = tx.records
+        last_local = tx.last_local
+        for mutation in mutations:
+            collection = mutation.collection
+            if type(collection) is not str or not collection:
+                _check_name("collection", collection)
+            op_type = mutation.type
+            record_id = mutation.record_id
+            current: RecordState | None
+            if record_id is None:
+                if op_type is not OpType.INSERT:
+                    raise ValidationError(f"{op_type} needs a record_id")
+                record_id = uuid7()
+                current = None  # a fresh UUIDv7 cannot name an existing record
+                key = (collection, record_id)
+            else:
+                _check_name("record_id", record_id)
+                key = (collection, record_id)
+                current = records.get(key) or reader.load_record(collection, record_id)
+
+            atomic_ops: dict[str, AtomicOp] | None = None
+            previous: dict[str, JsonValue] | None = None
+            data: Mapping[str, JsonValue] | None
+            if op_type is OpType.INSERT:
+                if current is not None and not current.deleted:
+                    raise RecordExistsError(f"{collection}/{record_id} already exists")
+                data = mutation.data  # build_operation copies it
+                if not isinstance(data, Mapping) or mutation.atomic:
+                    raise ValidationError("an insert needs data (a mapping) and no atomic ops")
+            elif op_type is OpType.UPDATE:
+                if current is None or current.deleted:
+                    raise RecordNotFoundError(f"cannot update {collection}/{record_id}: not found")
+                changed = dict(mutation.data or {})
+                if mutation.atomic:
+                    atomic_ops = dict(mutation.atomic)
+                    for name, intent in atomic_ops.items():
+                        if name in changed:
+                            raise ValidationError(f"field {name!r} is both set and atomic")
+                        changed[name] = apply_atomic_op(current.fields.get(name), intent)
+                if not changed:
+                    raise ValidationError("an update must change at least one field")
+                old = current.fields
+                previous = {name: old[name] for name in changed if name in old}
+                data = changed
+            elif op_type is OpType.DELETE:
+                if current is None or current.deleted:
+                    raise RecordNotFoundError(f"cannot delete {collection}/{record_id}: not found")
+                if mutation.data is not None or mutation.atomic:
+                    raise ValidationError("a delete carries no data")
+                data = None
+            else:
+                raise ValidationError(f"unknown operation type {op_type!r}")
+
+            deps: list[str] = []
+            last_here = last_local.get(collection) or self._last_local_op(reader, collection)
+            if last_here is not None:
+                deps.append(last_here)
+            if transaction_id is not None and previous_in_tx and previous_in_tx not in deps:
+                deps.append(previous_in_tx)
+
+            timestamp = self.clock.now()
+            seq += 1
+            op, data_text, stamp = build_operation(
+                node_id=node, op_type=op_type, collection=collection, record_id=record_id,
+                data=data, previous_data=previous, timestamp=timestamp, sequence_number=seq,
+                causal_deps=tuple(deps), schema_version=self.schema_version,
+                atomic_ops=atomic_ops, transaction_id=transaction_id,
+                mutation_name=mutation.mutation_name,
+            )  # fmt: skip
+            if current is None and op.data is not None and op_type is OpType.INSERT:
+                records[key] = RecordState(
+                    collection=collection,
+                    record_id=record_id,
+                    fields=op.data,
+                    field_versions=dict.fromkeys(op.data, stamp),
+                    field_atomic={},
+                    deleted=False,
+                    version=stamp,
+                    created_version=stamp,
+                    last_op_id=op.id,
+                )
+                if data_text is not None:
+                    tx.fields_json[key] = data_text
+            else:
+                records[key] = self._merge(reader, tx, current, op)
+                tx.fields_json.pop(key, None)
+            tx.ops.append(op)
+            tx.encoded.append(
+                (
+                    stamp,
+                    data_text,
+                    None if previous is None else dumps(previous),
+                    _encode_atomic(atomic_ops),
+                    _deps_json(deps),
+                )
+            )
+            tx.enqueue.append(op.id)
+            last_local[collection] = op.id
+            previous_in_tx = op.id
+        if tx.ops:
+            tx.vv[node] = seq
+            tx.clock_last = self.clock.last
+        return tx
+
+    def _last_local_op(self, reader: TxReader, collection: str) -> str | None:
+        if collection not in self._last_local:
+            self._last_local[collection] = reader.last_local_op_id(self.node_id, collection)
+        return self._last_local[collection]
+
+    # ----------------------------------------------------------------- remote writes
+
+    def plan_remote(
+        self, reader: TxReader, ops: Iterable[Operation]
+    ) -> tuple[TxWrites, int, list[RemoteRejection]]:
+        """Plan the application of remote operations; never raises for one bad operation.
+
+        Returns:
+            The writes (``tx.ops`` are the newly applied operations), the number of
+            duplicates, and the refused operations.
+        """
+        batch = list(ops)
+        tx = TxWrites()
+        rejected: list[RemoteRejection] = []
+        known = reader.known_op_ids({op.id for op in batch if isinstance(op.id, str)})
+        seen: set[str] = set()
+        claimed: dict[tuple[str, int], str] = {}
+        duplicates = 0
+        for op in batch:
+            if op.id in known or op.id in seen:
+                duplicates += 1
+                continue
+            try:
+                encoded = self._check_remote(reader, op, claimed)
+                self.clock.receive(op.timestamp)
+            except InvalidTimestampError as exc:
+                rejected.append(RemoteRejection(op, "INVALID_TIMESTAMP", str(exc), False))
+                continue
+            except RemoteClockDriftError as exc:
+                rejected.append(RemoteRejection(op, "CLOCK_DRIFT", str(exc), True))
+                continue
+            except _Conflict as exc:
+                rejected.append(RemoteRejection(op, "SEQUENCE_CONFLICT", str(exc), False))
+                continue
+            except ValidationError as exc:
+                rejected.append(RemoteRejection(op, "INVALID_OPERATION", str(exc), False))
+                continue
+            seen.add(op.id)
+            claimed[(op.node_id, op.sequence_number)] = op.id
+            key = (op.collection, op.record_id)
+            current = tx.records.get(key) or reader.load_record(*key)
+            tx.records[key] = self._merge(reader, tx, current, op)
+            tx.fields_json.pop(key, None)
+            tx.ops.append(op)
+            tx.encoded.append(encoded)
+            node, seq = op.node_id, op.sequence_number
+            if seq > tx.vv.get(node, self.vv.get(node, 0)):
+                tx.vv[node] = seq
+        if tx.ops:
+            tx.clock_last = self.clock.last
+        return tx, duplicates, rejected
+
+    def _check_remote(
+        self, reader: TxReader, op: Operation, claimed: Mapping[tuple[str, int], str]
+    ) -> EncodedOp:
+        for kind in ("id", "node_id", "collection", "record_id"):
+            _check_name(kind, getattr(op, kind))
+        if not isinstance(op.type, OpType):
+            raise ValidationError(f"unknown operation type {op.type!r}")
+        seq = op.sequence_number
+        if type(seq) is not int or seq < 0:
+            raise ValidationError(f"invalid sequence number {seq!r}")
+        if not isinstance(op.timestamp, HLCTimestamp):
+            raise InvalidTimestampError(f"not an HLC timestamp: {op.timestamp!r}")
+        op.timestamp.validate()
+        if op.data is not None and not isinstance(op.data, Mapping):
+            raise ValidationError("operation data must be an object or null")
+        if op.previous_data is not None and not isinstance(op.previous_data, Mapping):
+            raise ValidationError("operation previousData must be an object or null")
+        if op.atomic_ops is not None and not all(
+            isinstance(v, AtomicOp) for v in op.atomic_ops.values()
+        ):
+            raise ValidationError("atomicOps must map fields to atomic ops")
+        encoded: EncodedOp = (
+            op.timestamp.serialize(),
+            None if op.data is None else _encode(op.data, "data"),
+            None if op.previous_data is None else _encode(op.previous_data, "previousData"),
+            _encode_atomic(op.atomic_ops),
+            _encode(list(op.causal_deps), "causalDeps"),
+        )
+        holder = claimed.get((op.node_id, seq)) or reader.op_id_at(op.node_id, seq)
+        if holder is not None and holder != op.id:
+            raise _Conflict(f"sequence {seq} of node {op.node_id} is already held by {holder}")
+        return encoded
+
+    # ------------------------------------------------------------------------ shared
+
+    def _merge(
+        self, reader: TxReader, tx: TxWrites, current: RecordState | None, op: Operation
+    ) -> RecordState:
+        if is_newer(current, op):
+            return apply(current, op)
+        # Out of HLC order: re-fold the record's whole log, this transaction's ops included.
+        key = (op.collection, op.record_id)
+        stored = reader.load_record_ops(*key)
+        pending = [o for o in tx.ops if (o.collection, o.record_id) == key]
+        state = fold([*stored, *pending, op])
+        assert state is not None
+        return state
+
+    def committed(self, tx: TxWrites) -> None:
+        """Publish a committed transaction into the in-memory copies."""
+        for node, seq in tx.vv.items():
+            if seq > self.vv.get(node, 0):
+                self.vv[node] = seq
+        self._last_local.update(tx.last_local)
+
+
+class _Conflict(Exception):
+    """Two different operations claim one (node, sequence number)."""

@@ -1,0 +1,293 @@
+"""The ``Store`` interface: what the app layer and the sync engine may rely on.
+
+A store is one node's replica: its identity (node id, HLC), its operation log, the records
+materialized from it, its version vector, the durable outbound queue of local operations,
+the server's rejections and the delivery watermarks of the sync protocol.
+
+Guarantees every implementation gives (``tests/store/test_contract.py`` checks them):
+
+* **One write, one transaction.**  ``write_local``/``write_local_many`` allocate sequence
+  numbers, tick the HLC, build the content-addressed operations, append them to the log,
+  merge them into the records, enqueue them and raise the version vector, all or nothing.
+  ``apply_remote`` stores, merges and counts a batch in one transaction too.  When a
+  durable store's call returns, the write survives a crash of the process (for
+  ``SQLiteStore`` also a power loss, see docs/storage.md).  When it raises, nothing of it
+  is visible.
+* **Same operations, same records.**  Records are what ``kora.merge.fold`` makes of the
+  operations in the log, whatever order they arrived in.
+* **Dedup by id.**  An operation id is stored at most once; re-applying is a no-op.
+* **Queue until acknowledged.**  A local operation stays in the outbound queue until
+  ``acknowledge`` or ``reject`` removes it; nothing else does.
+* **Cancellation.**  A call that is cancelled while its transaction runs either commits
+  fully or not at all; the caller cannot tell which (both are safe: writes are retried by
+  content id).  Reads are plain queries.
+
+Methods are coroutine functions and must be called from trio.  The store serializes them:
+one transaction at a time.  Change notification: every write returns or carries a
+``ChangeSet``, and ``add_change_listener`` callbacks receive each non-empty one right after
+its commit, in the task that wrote.  Listeners must be quick and must not raise (an
+exception is logged and dropped so that it cannot make a committed write look failed).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from kora.core.hlc import HLCTimestamp
+from kora.core.operation import Operation
+from kora.core.version_vector import VersionVector
+from kora.store.values import (
+    ApplyResult,
+    ChangeSet,
+    LocalMutation,
+    Order,
+    Record,
+    RejectedOperation,
+    StoreStatistics,
+    Where,
+)
+
+__all__ = ["MAX_WATERMARK_VIEWS", "ChangeListener", "Store"]
+
+#: Delivery watermarks kept, least recently set first out (spec 4.4).
+MAX_WATERMARK_VIEWS = 64
+
+ChangeListener = Callable[[ChangeSet], None]
+
+_log = logging.getLogger("kora.store")
+
+
+class Store(abc.ABC):
+    """One node's local replica.  Open one with ``kora.store.open_store`` (or
+    ``open_sqlite_store`` / ``open_memory_store``) as an async context manager."""
+
+    def __init__(self) -> None:
+        self._listeners: list[ChangeListener] = []
+        self._change_counter = 0
+        self._collection_counters: dict[str, int] = {}
+
+    # -------------------------------------------------------------------- identity
+
+    @property
+    @abc.abstractmethod
+    def node_id(self) -> str:
+        """This node's id: a UUIDv7 made when the store was first created, then kept."""
+
+    @abc.abstractmethod
+    async def last_timestamp(self) -> HLCTimestamp | None:
+        """The newest HLC timestamp this node has issued or merged (None before any)."""
+
+    # ---------------------------------------------------------------------- writes
+
+    async def write_local(self, mutation: LocalMutation) -> Operation:
+        """Apply one local change in its own transaction.
+
+        Args:
+            mutation: The change (see ``LocalMutation``).
+
+        Returns:
+            The operation, as stored, queued and later sent.
+
+        Raises:
+            ValidationError: The mutation is malformed (bad data, nothing to update ...).
+            RecordNotFoundError: Update or delete of a missing or deleted record.
+            RecordExistsError: Insert of a record id that is live.
+            StoreFailedError: The database failed; nothing was written.
+            ClosedError: The store is closed.
+        """
+        (op,) = await self.write_local_many([mutation])
+        return op
+
+    @abc.abstractmethod
+    async def write_local_many(
+        self, mutations: Sequence[LocalMutation], *, transaction_id: str | None = None
+    ) -> list[Operation]:
+        """Apply many local changes in one transaction (all or none).
+
+        Each mutation sees the effect of the ones before it.  With a ``transaction_id``
+        (an app transaction), every operation carries it and depends causally on the
+        previous one (spec 3.6); without one, each depends only on the previous local
+        operation of its collection.
+
+        Returns:
+            The operations, in order.  Raises as ``write_local``.
+        """
+
+    @abc.abstractmethod
+    async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
+        """Store and merge operations received from other nodes, in one transaction.
+
+        Duplicates (by id, also within the batch) are counted and skipped.  Each new
+        operation is merged into its record (fast path when it is the record's newest,
+        otherwise the record's log is re-folded), raises the version vector to its
+        sequence number and is merged into the HLC.  An operation that cannot be accepted
+        (invalid timestamp, clock drift beyond the limit, malformed content, or another
+        operation already holding its node's sequence number) is left out and reported in
+        ``ApplyResult.rejected``; the rest of the batch still applies.
+
+        Raises:
+            StoreFailedError: The database failed; nothing of the batch was written.
+        """
+
+    # --------------------------------------------------------------------- records
+
+    @abc.abstractmethod
+    async def get(
+        self, collection: str, record_id: str, *, include_deleted: bool = False
+    ) -> Record | None:
+        """One record, or None if it does not exist (or is deleted, by default)."""
+
+    @abc.abstractmethod
+    async def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        order_by: Sequence[Order] = (),
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> list[Record]:
+        """Records of a collection that match every condition, in order.
+
+        Args:
+            collection: The collection.
+            where: Conditions ``(field, op, value)``, op one of ``== != < <= > >= in``.
+                Semantics are SQLite's (see ``kora.store._query``): ``==``/``!=`` are
+                NULL-safe, ordering comparisons never match a missing field, numbers sort
+                before text, booleans compare as 1/0.  ``"id"`` is the record id.
+            order_by: ``(field, descending)`` keys; ties are broken by record id.
+            limit: At most this many records.
+            offset: Skip this many first.
+            include_deleted: Include tombstones.
+
+        Raises:
+            ValidationError: Unknown operator, bad field name, non-JSON value.
+        """
+
+    @abc.abstractmethod
+    async def count(
+        self, collection: str, where: Sequence[Where] = (), *, include_deleted: bool = False
+    ) -> int:
+        """How many records ``query`` would return without limit and offset."""
+
+    async def ensure_index(self, collection: str, fields: Sequence[str]) -> None:  # noqa: B027
+        """Ask for an index on ``fields`` of ``collection`` (equality fields first).
+
+        ``query`` already creates the index a query shape needs on first use; this lets an
+        app create it up front.  Stores without indexes ignore it.
+        """
+
+    # ------------------------------------------------------------------------- log
+
+    @abc.abstractmethod
+    async def operations_in_range(
+        self, node_id: str, from_sequence: int, to_sequence: int
+    ) -> list[Operation]:
+        """Stored operations of ``node_id`` with ``from <= sequence_number <= to``, by
+        sequence number (holes are simply absent)."""
+
+    @abc.abstractmethod
+    async def operations_for_record(self, collection: str, record_id: str) -> list[Operation]:
+        """Every stored operation of one record, in HLC order."""
+
+    @abc.abstractmethod
+    async def version_vector(self) -> VersionVector:
+        """Highest stored sequence number per node (spec 4.1: a max, not a frontier)."""
+
+    # -------------------------------------------------------------- outbound queue
+
+    @abc.abstractmethod
+    async def pending(self, limit: int | None = None) -> list[Operation]:
+        """Queued local operations, oldest first (creation order, which is causal order)."""
+
+    @abc.abstractmethod
+    async def pending_count(self) -> int:
+        """How many local operations wait for the server's acknowledgment."""
+
+    @abc.abstractmethod
+    async def acknowledge(self, op_ids: Iterable[str]) -> int:
+        """Remove acknowledged operations from the queue, durably, in one transaction.
+
+        Call it only after the server acknowledged them.  Unknown ids are ignored.
+
+        Returns:
+            How many queued operations were removed.
+        """
+
+    @abc.abstractmethod
+    async def reject(
+        self, op_id: str, *, code: str, message: str, retriable: bool
+    ) -> RejectedOperation | None:
+        """Record the server's rejection of a local operation and remove it from the queue.
+
+        The operation stays in the log and its effect on the records stays: what to do
+        about it is the app's decision (``rejected_operations`` lists them).
+
+        Returns:
+            The stored rejection, or None if ``op_id`` is not in the log.
+        """
+
+    @abc.abstractmethod
+    async def rejected_operations(self) -> list[RejectedOperation]:
+        """Rejections recorded by ``reject``, oldest first."""
+
+    # ----------------------------------------------------------- delivery watermark
+
+    @abc.abstractmethod
+    async def delivery_watermark(self, view: str = "") -> int:
+        """The persisted delivery watermark of a view signature (0 if none, spec 4.4)."""
+
+    @abc.abstractmethod
+    async def set_delivery_watermark(self, view: str, value: int) -> None:
+        """Persist a view's watermark; at most ``MAX_WATERMARK_VIEWS`` views are kept, the
+        least recently set is dropped first."""
+
+    # ------------------------------------------------------------ change notification
+
+    def add_change_listener(self, listener: ChangeListener) -> Callable[[], None]:
+        """Call ``listener(changes)`` after every committed write that changed records.
+
+        Returns:
+            A function that removes the listener.
+        """
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def change_counter(self, collection: str | None = None) -> int:
+        """A number that grows whenever records (of ``collection``, or any) change.
+
+        Cheap to poll: compare with the value seen before to know whether to re-query.
+        """
+        if collection is None:
+            return self._change_counter
+        return self._collection_counters.get(collection, 0)
+
+    def _notify(self, changes: ChangeSet) -> None:
+        if not changes:
+            return
+        self._change_counter += 1
+        for collection in changes.records:
+            self._collection_counters[collection] = self._collection_counters.get(collection, 0) + 1
+        for listener in list(self._listeners):
+            try:
+                listener(changes)
+            except Exception:
+                _log.exception("store change listener %r failed", listener)
+
+    # ---------------------------------------------------------------------- misc
+
+    @abc.abstractmethod
+    def statistics(self) -> StoreStatistics:
+        """Cheap numbers for diagnostics (queue depth of the store's worker)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the store; later calls raise ``ClosedError``.  Idempotent."""

@@ -1,0 +1,643 @@
+"""``SQLiteStore``: the default, durable store.
+
+Threading model (style anchors 4.1, pattern A): one ``sqlite3`` connection, opened with
+``check_same_thread=False`` and ``isolation_level=None``, used only from worker threads via
+``trio.to_thread.run_sync`` behind this store's own ``CapacityLimiter(1)``, so no two jobs
+touch it at once and the process-wide thread limiter is left alone.  Every transaction is one
+synchronous function that starts with ``BEGIN IMMEDIATE`` and ends with ``COMMIT`` before it
+returns: no transaction, cursor or row iteration ever spans an ``await``.  Calls keep
+``abandon_on_cancel=False``: a cancelled caller waits for its transaction to finish, so the
+transaction is never left running unowned.
+
+Durability: WAL with ``synchronous=FULL``.  WAL alone survives a crash of the process at any
+setting; FULL also syncs the WAL on every commit, so a write that returned survives a power
+loss too (reliability.md 2.2: the client default is FULL, NORMAL may lose the last commits).
+Pass ``synchronous="NORMAL"`` to trade that for speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeVar
+
+import trio
+
+from kora.core.errors import ClosedError, ValidationError
+from kora.core.hlc import HLCTimestamp, HybridLogicalClock, system_clock_ms
+from kora.core.ids import uuid7
+from kora.core.operation import Operation, OpType
+from kora.core.version_vector import VersionVector
+from kora.merge import RecordState
+from kora.store import _query
+from kora.store._engine import Replica, TxWrites, decode_atomic, dumps
+from kora.store._sqlite_schema import migrate
+from kora.store.base import MAX_WATERMARK_VIEWS, Store
+from kora.store.errors import StoreFailedError, StoreVersionError
+from kora.store.values import (
+    ApplyResult,
+    LocalMutation,
+    Order,
+    Record,
+    RejectedOperation,
+    StoreStatistics,
+    Where,
+)
+
+__all__ = ["SQLiteStore", "open_sqlite_store"]
+
+T = TypeVar("T")
+
+#: How long ``aclose`` waits for the connection to close when the caller is cancelled.
+CLOSE_TIMEOUT: Final = 10.0
+#: At most this many indexes are created on demand (each one slows every write a little).
+MAX_AUTO_INDEXES: Final = 32
+_IN_CHUNK: Final = 500  # stays far below SQLite's bound-parameter limit
+
+_OP_COLUMNS: Final = (
+    "id, node_id, sequence_number, type, collection, record_id, hlc, data, previous_data, "
+    "atomic_ops, causal_deps, schema_version, transaction_id, mutation_name"
+)
+_INSERT_OP: Final = f"INSERT INTO ops (rowid, {_OP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_RECORD_COLUMNS: Final = (
+    "data, field_versions, field_atomic, deleted, version, created_version, last_op_id"
+)
+_UPSERT_RECORD: Final = (
+    "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
+    "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, "
+    "field_versions = excluded.field_versions, field_atomic = excluded.field_atomic, "
+    "deleted = excluded.deleted, version = excluded.version, "
+    "created_version = excluded.created_version, last_op_id = excluded.last_op_id"
+)
+_RAISE_VV: Final = (
+    "INSERT INTO version_vector (node_id, sequence) VALUES (?, ?) "
+    "ON CONFLICT (node_id) DO UPDATE SET sequence = max(sequence, excluded.sequence)"
+)
+_SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+
+_TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+
+
+def _row_to_op(row: Sequence[Any]) -> Operation:
+    (op_id, node_id, seq, type_, collection, record_id, hlc, data, previous, atomic, deps,
+     schema_version, transaction_id, mutation_name) = row  # fmt: skip
+    return Operation(
+        id=op_id,
+        node_id=node_id,
+        type=OpType(type_),
+        collection=collection,
+        record_id=record_id,
+        data=None if data is None else json.loads(data),
+        previous_data=None if previous is None else json.loads(previous),
+        timestamp=HLCTimestamp.parse(hlc),
+        sequence_number=seq,
+        causal_deps=tuple(json.loads(deps)),
+        schema_version=schema_version,
+        atomic_ops=decode_atomic(atomic),
+        transaction_id=transaction_id,
+        mutation_name=mutation_name,
+    )
+
+
+def _decode_versions(text: str, fields: dict[str, Any], version: str) -> dict[str, str]:
+    differing: dict[str, str] = json.loads(text)
+    return {name: differing.get(name, version) for name in fields}
+
+
+def _encode_versions(state: RecordState) -> str:
+    version = state.version
+    differing = {name: v for name, v in state.field_versions.items() if v != version}
+    return dumps(differing) if differing else "{}"
+
+
+def _row_to_state(collection: str, record_id: str, row: Sequence[Any]) -> RecordState:
+    data, versions, atomic, deleted, version, created, last_op = row
+    fields = json.loads(data)
+    return RecordState(
+        collection=collection,
+        record_id=record_id,
+        fields=fields,
+        field_versions=_decode_versions(versions, fields, version),
+        field_atomic=json.loads(atomic),
+        deleted=bool(deleted),
+        version=version,
+        created_version=created,
+        last_op_id=last_op,
+    )
+
+
+def _row_to_record(row: Sequence[Any]) -> Record:
+    collection, record_id, data, versions, deleted, version, created = row
+    fields = json.loads(data)
+    return Record(
+        collection=collection,
+        id=record_id,
+        fields=fields,
+        deleted=bool(deleted),
+        version=version,
+        created_version=created,
+        field_versions=_decode_versions(versions, fields, version),
+    )
+
+
+_RECORD_SELECT: Final = (
+    "SELECT collection, id, data, field_versions, deleted, version, created_version FROM records"
+)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+class _Reader:
+    """``TxReader`` over the connection, inside the open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def load_record(self, collection: str, record_id: str) -> RecordState | None:
+        row = self._conn.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE collection = ? AND id = ?",
+            (collection, record_id),
+        ).fetchone()
+        return None if row is None else _row_to_state(collection, record_id, row)
+
+    def load_record_ops(self, collection: str, record_id: str) -> list[Operation]:
+        rows = self._conn.execute(
+            f"SELECT {_OP_COLUMNS} FROM ops WHERE collection = ? AND record_id = ?",
+            (collection, record_id),
+        ).fetchall()
+        return [_row_to_op(row) for row in rows]
+
+    def known_op_ids(self, ids: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"SELECT id FROM ops WHERE id IN ({marks})", chunk)
+            found.update(row[0] for row in rows)
+        return found
+
+    def op_id_at(self, node_id: str, sequence_number: int) -> str | None:
+        row = self._conn.execute(
+            "SELECT id FROM ops WHERE node_id = ? AND sequence_number = ?",
+            (node_id, sequence_number),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def last_local_op_id(self, node_id: str, collection: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT id FROM ops WHERE node_id = ? AND collection = ? "
+            "ORDER BY sequence_number DESC LIMIT 1",
+            (node_id, collection),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
+    """Write a planned transaction with one ``executemany`` per table."""
+    if tx.ops:
+        # Explicit rowids, so that the queue can reference them without a lookup per op.
+        (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
+        conn.executemany(
+            _INSERT_OP,
+            [
+                (base + index, op.id, op.node_id, op.sequence_number, _TYPE_TEXT[op.type],
+                 op.collection, op.record_id, *encoded, op.schema_version,
+                 op.transaction_id, op.mutation_name)
+                for index, (op, encoded) in enumerate(zip(tx.ops, tx.encoded, strict=True), 1)
+            ],
+        )  # fmt: skip
+        if tx.enqueue:
+            position = {op.id: base + index for index, op in enumerate(tx.ops, 1)}
+            conn.executemany(
+                "INSERT INTO outbound (op_rowid) VALUES (?)",
+                [(position[op_id],) for op_id in tx.enqueue],
+            )
+    if tx.records:
+        known = tx.fields_json
+        conn.executemany(
+            _UPSERT_RECORD,
+            [
+                (state.collection, state.record_id,
+                 known.get(key) or dumps(state.fields), _encode_versions(state),
+                 dumps(state.field_atomic) if state.field_atomic else "{}",
+                 int(state.deleted), state.version, state.created_version, state.last_op_id)
+                for key, state in tx.records.items()
+            ],
+        )  # fmt: skip
+    if tx.vv:
+        conn.executemany(_RAISE_VV, list(tx.vv.items()))
+    if tx.clock_last is not None:
+        conn.execute(_SET_META, ("hlc", tx.clock_last.serialize()))
+
+
+class SQLiteStore(Store):
+    """The durable store on one SQLite database file.  Use ``open_sqlite_store``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        replica: Replica,
+        physical_clock: Callable[[], int],
+        indexes: set[str],
+    ) -> None:
+        super().__init__()
+        self._conn = conn
+        self._replica = replica
+        self._physical_clock = physical_clock
+        self._limiter = trio.CapacityLimiter(1)
+        self._indexes = indexes
+        self._closed = False
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise ClosedError("the store is closed")
+        return await trio.to_thread.run_sync(
+            fn, self._conn, limiter=self._limiter, thread_name="kora-store"
+        )
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` in the worker thread."""
+        return await self._run(lambda conn: _in_transaction(conn, fn))
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def node_id(self) -> str:
+        return self._replica.node_id
+
+    async def last_timestamp(self) -> HLCTimestamp | None:
+        return await self._run(lambda _: self._replica.clock.last)
+
+    # -------------------------------------------------------------------- writes
+
+    async def write_local_many(
+        self, mutations: Sequence[LocalMutation], *, transaction_id: str | None = None
+    ) -> list[Operation]:
+        batch = list(mutations)
+
+        def work(conn: sqlite3.Connection) -> TxWrites:
+            tx = self._replica.plan_local(_Reader(conn), batch, transaction_id)
+            _write(conn, tx)
+            return tx
+
+        tx = await self._transaction(work)
+        self._replica.committed(tx)
+        self._notify(tx.changes())
+        return tx.ops
+
+    async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
+        batch = list(operations)
+
+        def work(conn: sqlite3.Connection) -> tuple[TxWrites, ApplyResult]:
+            tx, duplicates, rejected = self._replica.plan_remote(_Reader(conn), batch)
+            _write(conn, tx)
+            result = ApplyResult(
+                applied=tuple(tx.ops),
+                duplicates=duplicates,
+                rejected=tuple(rejected),
+                changes=tx.changes(),
+            )
+            return tx, result
+
+        tx, result = await self._transaction(work)
+        self._replica.committed(tx)
+        self._notify(result.changes)
+        return result
+
+    # ------------------------------------------------------------------- records
+
+    async def get(
+        self, collection: str, record_id: str, *, include_deleted: bool = False
+    ) -> Record | None:
+        def work(conn: sqlite3.Connection) -> Record | None:
+            row = conn.execute(
+                f"{_RECORD_SELECT} WHERE collection = ? AND id = ?", (collection, record_id)
+            ).fetchone()
+            return None if row is None else _row_to_record(row)
+
+        record = await self._run(work)
+        if record is None or (record.deleted and not include_deleted):
+            return None
+        return record
+
+    async def query(
+        self,
+        collection: str,
+        where: Sequence[Where] = (),
+        order_by: Sequence[Order] = (),
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        include_deleted: bool = False,
+    ) -> list[Record]:
+        spec = _query.query_spec(collection, where, order_by, limit, offset, include_deleted)
+        clause, params = _query.where_sql(spec)
+        sql = f"{_RECORD_SELECT} WHERE {clause} ORDER BY {_query.order_sql(spec)}"
+        if spec.limit is not None or spec.offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if spec.limit is None else spec.limit, spec.offset]
+
+        def work(conn: sqlite3.Connection) -> list[Record]:
+            self._ensure_index_sync(conn, collection, spec.index_fields())
+            return [_row_to_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return await self._run(work)
+
+    async def count(
+        self, collection: str, where: Sequence[Where] = (), *, include_deleted: bool = False
+    ) -> int:
+        spec = _query.query_spec(collection, where, (), None, 0, include_deleted)
+        clause, params = _query.where_sql(spec)
+
+        def work(conn: sqlite3.Connection) -> int:
+            self._ensure_index_sync(conn, collection, spec.index_fields())
+            (total,) = conn.execute(
+                f"SELECT count(*) FROM records WHERE {clause}", params
+            ).fetchone()
+            return int(total)
+
+        return await self._run(work)
+
+    async def ensure_index(self, collection: str, fields: Sequence[str]) -> None:
+        names = tuple(_query.check_field(name) for name in fields)
+        await self._run(lambda conn: self._ensure_index_sync(conn, collection, names, force=True))
+
+    def _ensure_index_sync(
+        self,
+        conn: sqlite3.Connection,
+        collection: str,
+        fields: Sequence[str],
+        *,
+        force: bool = False,
+    ) -> None:
+        """Create the index a query shape needs, once (runs in the worker)."""
+        if not fields:
+            return
+        digest = hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:16]
+        name = f"kx_{digest}"
+        if name in self._indexes or (len(self._indexes) >= MAX_AUTO_INDEXES and not force):
+            return
+        columns = ", ".join(["collection", "deleted", *map(_query.field_expression, fields)])
+        # Not per collection: the planner can use it for any collection equally well, and
+        # one index per field list keeps the count bounded.
+        _in_transaction(
+            conn, lambda c: c.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON records ({columns})')
+        )
+        self._indexes.add(name)
+
+    # ----------------------------------------------------------------------- log
+
+    async def operations_in_range(
+        self, node_id: str, from_sequence: int, to_sequence: int
+    ) -> list[Operation]:
+        def work(conn: sqlite3.Connection) -> list[Operation]:
+            rows = conn.execute(
+                f"SELECT {_OP_COLUMNS} FROM ops WHERE node_id = ? "
+                "AND sequence_number BETWEEN ? AND ? ORDER BY sequence_number",
+                (node_id, from_sequence, to_sequence),
+            ).fetchall()
+            return [_row_to_op(row) for row in rows]
+
+        return await self._run(work)
+
+    async def operations_for_record(self, collection: str, record_id: str) -> list[Operation]:
+        ops = await self._run(lambda conn: _Reader(conn).load_record_ops(collection, record_id))
+        return sorted(ops, key=lambda op: (op.timestamp.sort_key(), op.id))
+
+    async def version_vector(self) -> VersionVector:
+        return await self._run(lambda _: VersionVector(dict(self._replica.vv)))
+
+    # ------------------------------------------------------------ outbound queue
+
+    async def pending(self, limit: int | None = None) -> list[Operation]:
+        def work(conn: sqlite3.Connection) -> list[Operation]:
+            columns = ", ".join(f"o.{c.strip()}" for c in _OP_COLUMNS.split(","))
+            rows = conn.execute(
+                f"SELECT {columns} FROM outbound q JOIN ops o ON o.rowid = q.op_rowid "
+                "ORDER BY q.op_rowid LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+            return [_row_to_op(row) for row in rows]
+
+        return await self._run(work)
+
+    async def pending_count(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM outbound").fetchone()[0])
+
+        return await self._run(work)
+
+    async def acknowledge(self, op_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(op_ids))
+
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE id = ?)",
+                [(i,) for i in ids],
+            )
+            return conn.total_changes - before
+
+        return await self._transaction(work) if ids else 0
+
+    async def reject(
+        self, op_id: str, *, code: str, message: str, retriable: bool
+    ) -> RejectedOperation | None:
+        rejection = RejectedOperation(op_id, code, message, bool(retriable), self._physical_clock())
+
+        def work(conn: sqlite3.Connection) -> RejectedOperation | None:
+            if conn.execute("SELECT 1 FROM ops WHERE id = ?", (op_id,)).fetchone() is None:
+                return None
+            conn.execute(
+                "DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE id = ?)",
+                (op_id,),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO rejected (op_id, code, message, retriable, rejected_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (op_id, code, message, int(rejection.retriable), rejection.rejected_at),
+            )
+            return rejection
+
+        return await self._transaction(work)
+
+    async def rejected_operations(self) -> list[RejectedOperation]:
+        def work(conn: sqlite3.Connection) -> list[RejectedOperation]:
+            rows = conn.execute(
+                "SELECT op_id, code, message, retriable, rejected_at FROM rejected "
+                "ORDER BY rejected_at, op_id"
+            ).fetchall()
+            return [RejectedOperation(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+        return await self._run(work)
+
+    # -------------------------------------------------------- delivery watermark
+
+    async def delivery_watermark(self, view: str = "") -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM watermarks WHERE view = ?", (view,)).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._run(work)
+
+    async def set_delivery_watermark(self, view: str, value: int) -> None:
+        if type(value) is not int or value < 0:
+            raise ValidationError(f"a delivery watermark is a non-negative int, got {value!r}")
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO watermarks (view, value, touched) VALUES "
+                "(?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM watermarks)) "
+                "ON CONFLICT (view) DO UPDATE SET value = excluded.value, "
+                "touched = excluded.touched",
+                (view, value),
+            )
+            conn.execute(
+                "DELETE FROM watermarks WHERE view NOT IN "
+                "(SELECT view FROM watermarks ORDER BY touched DESC LIMIT ?)",
+                (MAX_WATERMARK_VIEWS,),
+            )
+
+        await self._transaction(work)
+
+    # --------------------------------------------------------------------- misc
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            tasks_waiting=self._limiter.statistics().tasks_waiting,
+            change_counter=self._change_counter,
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Runs even when the caller is cancelled: an unclosed WAL connection keeps its -wal
+        # file and lock.  The timeout bounds the wait for a transaction still in flight.
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            await trio.to_thread.run_sync(
+                self._conn.close, limiter=self._limiter, thread_name="kora-store"
+            )
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """One transaction: ``BEGIN IMMEDIATE``, ``fn``, ``COMMIT`` (or ``ROLLBACK`` on error).
+
+    Errors of SQLite itself become ``StoreFailedError``; our own errors pass unchanged.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreFailedError(f"cannot begin a transaction: {exc}") from exc
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error says more; SQLite rolls back on close anyway
+        if isinstance(exc, sqlite3.Error):
+            raise StoreFailedError(f"store transaction failed: {exc}") from exc
+        raise
+    return result
+
+
+def _open_connection(
+    path: str,
+    node_id: str | None,
+    synchronous: Synchronous,
+    target_version: int | None,
+) -> tuple[sqlite3.Connection, str, HLCTimestamp | None, dict[str, int], set[str]]:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+
+        def setup(c: sqlite3.Connection) -> tuple[str, HLCTimestamp | None]:
+            migrate(c, target_version)
+            meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
+            stored = meta.get("node_id")
+            if stored is None:
+                stored = node_id or uuid7()
+                c.execute(_SET_META, ("node_id", stored))
+                c.execute(_SET_META, ("created_at", str(int(time.time() * 1000))))
+            elif node_id is not None and node_id != stored:
+                raise StoreVersionError(
+                    f"this database belongs to node {stored}, not to the requested {node_id}"
+                )
+            hlc = meta.get("hlc")
+            return stored, None if hlc is None else HLCTimestamp.parse(hlc)
+
+        stored_node, last = _in_transaction(conn, setup)
+        vv = {
+            str(n): int(s) for n, s in conn.execute("SELECT node_id, sequence FROM version_vector")
+        }
+        indexes = {
+            str(row[0])
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'kx\\_%' "
+                "ESCAPE '\\'"
+            )
+        }
+    except BaseException:
+        conn.close()
+        raise
+    return conn, stored_node, last, vv, indexes
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    path: str,
+    *,
+    node_id: str | None = None,
+    schema_version: int = 1,
+    synchronous: Synchronous = "FULL",
+    physical_clock: Callable[[], int] | None = None,
+) -> AsyncIterator[SQLiteStore]:
+    """Open (creating or migrating) the store in the SQLite file ``path``.
+
+    ``async with`` waits for the database to open in a worker thread (a checkpoint); on
+    exit the connection is closed, even if the block is cancelled.
+
+    Args:
+        path: Database file, or ``":memory:"`` for a throw-away SQLite database.
+        node_id: Use this node id for a new database; an existing one must match.
+        schema_version: The app schema version stamped on new local operations.
+        synchronous: SQLite ``synchronous`` setting; FULL (default) survives power loss.
+        physical_clock: Milliseconds since the epoch for the HLC (tests inject one).
+
+    Raises:
+        StoreVersionError: The database was written by a newer store schema, or belongs to
+            another node id.
+        StoreFailedError: SQLite cannot open or set up the file.
+    """
+    if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        raise ValidationError(f"unsupported synchronous setting {synchronous!r}")
+    try:
+        conn, stored_node, last, vv, indexes = await trio.to_thread.run_sync(
+            _open_connection, path, node_id, synchronous, None
+        )
+    except sqlite3.Error as exc:
+        raise StoreFailedError(f"cannot open the store at {path!r}: {exc}") from exc
+    clock_source = physical_clock or system_clock_ms
+    clock = HybridLogicalClock(stored_node, clock_source, last=last)
+    store = SQLiteStore(
+        conn, Replica(stored_node, clock, vv, schema_version=schema_version), clock_source, indexes
+    )
+    try:
+        yield store
+    finally:
+        await store.aclose()

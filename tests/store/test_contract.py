@@ -1,0 +1,568 @@
+"""The contract every Store passes: MemoryStore and SQLiteStore run the same tests."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from store_helpers import KINDS, START_MS, ManualClock, open_kind
+
+from kora.core.errors import ClosedError, ValidationError
+from kora.core.hlc import HLCTimestamp
+from kora.core.ids import is_uuid
+from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
+from kora.merge import fold
+from kora.store import (
+    MAX_WATERMARK_VIEWS,
+    ChangeSet,
+    LocalMutation,
+    RecordExistsError,
+    RecordNotFoundError,
+    Store,
+)
+
+INC = AtomicOpType.INCREMENT
+
+Opener = Callable[..., AbstractAsyncContextManager[Store]]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def opener(kind: str, tmp_path: Path) -> Opener:
+    def open_(**kwargs: Any) -> AbstractAsyncContextManager[Store]:
+        return open_kind(kind, tmp_path, **kwargs)
+
+    return open_
+
+
+@pytest.fixture
+async def store(opener: Opener) -> AsyncIterator[Store]:
+    async with opener() as opened:
+        yield opened
+
+
+def insert(data: dict[str, Any], record_id: str | None = None) -> LocalMutation:
+    return LocalMutation.insert("todos", data, record_id=record_id)
+
+
+# ------------------------------------------------------------------------ local writes
+
+
+async def test_node_id_is_a_uuid7(store: Store) -> None:
+    assert is_uuid(store.node_id)
+    assert store.node_id[14] == "7"
+
+
+async def test_insert_creates_a_content_addressed_queued_operation(store: Store) -> None:
+    op = await store.write_local(insert({"title": "milk", "done": False}))
+    assert op.type is OpType.INSERT
+    assert op.node_id == store.node_id
+    assert op.sequence_number == 1
+    assert op.causal_deps == ()
+    assert op.previous_data is None
+    assert op.verify_id()
+    record = await store.get("todos", op.record_id)
+    assert record is not None
+    assert record.fields == {"title": "milk", "done": False}
+    assert record.version == op.timestamp.serialize() == record.created_version
+    assert record.field_versions == {"title": record.version, "done": record.version}
+    assert await store.pending() == [op]
+    assert await store.pending_count() == 1
+    assert (await store.version_vector()).get(store.node_id) == 1
+    assert await store.last_timestamp() == op.timestamp
+
+
+async def test_update_carries_changed_fields_previous_values_and_atomic_intent(
+    store: Store,
+) -> None:
+    first = await store.write_local(insert({"title": "milk", "count": 2, "done": False}))
+    op = await store.write_local(
+        LocalMutation.update(
+            "todos", first.record_id, {"title": "oat milk"}, atomic={"count": AtomicOp(INC, 3)}
+        )
+    )
+    assert op.type is OpType.UPDATE
+    assert op.data == {"title": "oat milk", "count": 5}
+    assert op.previous_data == {"title": "milk", "count": 2}
+    assert op.atomic_ops == {"count": AtomicOp(INC, 3)}
+    assert op.causal_deps == (first.id,)
+    assert op.sequence_number == 2
+    assert op.timestamp > first.timestamp
+    assert op.verify_id()
+    record = await store.get("todos", first.record_id)
+    assert record is not None
+    assert record.fields == {"title": "oat milk", "count": 5, "done": False}
+    assert record.field_versions["done"] == first.timestamp.serialize()
+    assert record.field_versions["title"] == op.timestamp.serialize()
+
+
+async def test_causal_deps_follow_the_collection(store: Store) -> None:
+    a = await store.write_local(insert({"n": 1}))
+    b = await store.write_local(LocalMutation.insert("notes", {"n": 2}))
+    c = await store.write_local(insert({"n": 3}))
+    assert b.causal_deps == ()
+    assert c.causal_deps == (a.id,)
+
+
+async def test_delete_tombstones_and_guards_updates(store: Store) -> None:
+    op = await store.write_local(insert({"title": "x"}))
+    deleted = await store.write_local(LocalMutation.delete("todos", op.record_id))
+    assert deleted.data is None
+    assert deleted.previous_data is None
+    assert await store.get("todos", op.record_id) is None
+    tomb = await store.get("todos", op.record_id, include_deleted=True)
+    assert tomb is not None
+    assert tomb.deleted
+    assert tomb.fields == {"title": "x"}
+    with pytest.raises(RecordNotFoundError):
+        await store.write_local(LocalMutation.update("todos", op.record_id, {"title": "y"}))
+    with pytest.raises(RecordNotFoundError):
+        await store.write_local(LocalMutation.delete("todos", op.record_id))
+    # Inserting the same id again re-creates the record with only the new fields.
+    again = await store.write_local(insert({"other": 1}, record_id=op.record_id))
+    record = await store.get("todos", again.record_id)
+    assert record is not None
+    assert record.fields == {"other": 1}
+    assert await store.pending_count() == 3
+
+
+async def test_insert_of_a_live_id_and_update_of_a_missing_one_fail(store: Store) -> None:
+    op = await store.write_local(insert({"a": 1}, record_id="fixed"))
+    assert op.record_id == "fixed"
+    with pytest.raises(RecordExistsError):
+        await store.write_local(insert({"a": 2}, record_id="fixed"))
+    with pytest.raises(RecordNotFoundError):
+        await store.write_local(LocalMutation.update("todos", "missing", {"a": 1}))
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        LocalMutation.insert("todos", {"x": math.nan}),
+        LocalMutation.insert("todos", {"x": math.inf}),
+        LocalMutation.insert("todos", {"x": {1, 2}}),  # type: ignore[dict-item]
+        LocalMutation.insert("", {"x": 1}),
+        LocalMutation(OpType.INSERT, "todos", None, None),
+        LocalMutation(OpType.UPDATE, "todos", None, {"x": 1}),
+    ],
+)
+async def test_malformed_mutations_are_refused(store: Store, mutation: LocalMutation) -> None:
+    with pytest.raises(ValidationError):
+        await store.write_local(mutation)
+    assert await store.pending_count() == 0
+
+
+async def test_update_must_change_something_and_not_set_and_intend_one_field(
+    store: Store,
+) -> None:
+    op = await store.write_local(insert({"n": 1}))
+    with pytest.raises(ValidationError):
+        await store.write_local(LocalMutation.update("todos", op.record_id, {}))
+    with pytest.raises(ValidationError):
+        await store.write_local(
+            LocalMutation.update("todos", op.record_id, {"n": 2}, atomic={"n": AtomicOp(INC, 1)})
+        )
+    with pytest.raises(ValidationError):
+        await store.write_local(
+            LocalMutation.update("todos", op.record_id, atomic={"n": AtomicOp(INC, "x")})
+        )
+
+
+async def test_a_batch_is_all_or_nothing_and_burns_no_sequence_number(store: Store) -> None:
+    good = insert({"n": 1})
+    with pytest.raises(RecordNotFoundError):
+        await store.write_local_many([good, LocalMutation.update("todos", "nope", {"n": 2})])
+    assert await store.pending_count() == 0
+    assert await store.count("todos") == 0
+    assert len(await store.version_vector()) == 0
+    op = await store.write_local(good)
+    assert op.sequence_number == 1
+
+
+async def test_a_transaction_chains_its_operations(store: Store) -> None:
+    before = await store.write_local(LocalMutation.insert("notes", {"n": 0}))
+    ops = await store.write_local_many(
+        [
+            insert({"n": 1}, record_id="a"),
+            LocalMutation.update("todos", "a", atomic={"n": AtomicOp(INC, 2)}),
+            LocalMutation.insert("notes", {"n": 3}),
+        ],
+        transaction_id="tx-1",
+    )
+    assert [op.sequence_number for op in ops] == [2, 3, 4]
+    assert all(op.transaction_id == "tx-1" for op in ops)
+    assert ops[0].causal_deps == ()
+    assert ops[1].causal_deps == (ops[0].id,)
+    assert ops[2].causal_deps == (before.id, ops[1].id)
+    record = await store.get("todos", "a")
+    assert record is not None
+    assert record.fields == {"n": 3}
+    assert await store.pending() == [before, *ops]
+
+
+async def test_mutation_name_and_schema_version_are_carried(opener: Opener) -> None:
+    async with opener(schema_version=3) as store:
+        op = await store.write_local(attrs.evolve(insert({"n": 1}), mutation_name="createTodo"))
+        assert op.schema_version == 3
+        assert op.mutation_name == "createTodo"
+        (stored,) = await store.operations_for_record("todos", op.record_id)
+        assert stored == op
+
+
+async def test_nested_data_is_copied_at_write(store: Store) -> None:
+    tags = ["a"]
+    op = await store.write_local(insert({"tags": tags, "meta": {"k": 1.5}}))
+    tags.append("b")
+    record = await store.get("todos", op.record_id)
+    assert record is not None
+    assert record.fields == {"tags": ["a"], "meta": {"k": 1.5}}
+    assert op.data == {"tags": ["a"], "meta": {"k": 1.5}}
+    assert op.verify_id()
+
+
+# ----------------------------------------------------------------------- remote ops
+
+
+async def exchange(source: Store, target: Store, order: Callable[[list[Operation]], Any]) -> Any:
+    ops = await source.operations_in_range(source.node_id, 1, 10**9)
+    return await target.apply_remote(order(ops))
+
+
+async def test_remote_operations_merge_and_duplicates_are_counted(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        first = await a.write_local(insert({"title": "x", "n": 0}, record_id="r"))
+        await a.write_local(LocalMutation.update("todos", "r", {"title": "y"}))
+        result = await exchange(a, b, list)
+        assert result.applied_count == 2
+        assert result.duplicates == 0
+        assert not result.rejected
+        assert result.changes == ChangeSet.of({"todos": {"r"}})
+        again = await b.apply_remote([first, first])
+        assert again.applied_count == 0
+        assert again.duplicates == 2
+        record = await b.get("todos", "r")
+        assert record is not None
+        assert record.fields == {"title": "y", "n": 0}
+        assert (await b.version_vector()).get(a.node_id) == 2
+        assert await b.pending_count() == 0  # remote ops are not queued
+
+
+async def test_out_of_order_delivery_gives_the_same_record(opener: Opener) -> None:
+    async with opener() as a, opener() as b, opener() as c:
+        await a.write_local(insert({"n": 0, "t": "a"}, record_id="r"))
+        for delta in (5, 3, 2):
+            await a.write_local(
+                LocalMutation.update("todos", "r", atomic={"n": AtomicOp(INC, delta)})
+            )
+        await a.write_local(LocalMutation.delete("todos", "r"))
+        await exchange(a, b, list)
+        await exchange(a, c, lambda ops: list(reversed(ops)))
+        expected = await a.get("todos", "r", include_deleted=True)
+        for replica in (b, c):
+            got = await replica.get("todos", "r", include_deleted=True)
+            assert got is not None
+            assert expected is not None
+            assert (got.fields, got.deleted, got.version) == (
+                expected.fields,
+                expected.deleted,
+                expected.version,
+            )
+        assert expected is not None
+        assert expected.fields["n"] == 10
+        assert expected.deleted
+
+
+async def test_concurrent_increments_converge_on_every_replica(opener: Opener) -> None:
+    async with opener() as a, opener() as b, opener() as c:
+        base = await a.write_local(insert({"count": 0}, record_id="stock"))
+        await b.apply_remote([base])
+        await c.apply_remote([base])
+        for replica, delta in ((a, 5), (b, 3), (c, 2)):
+            await replica.write_local(
+                LocalMutation.update("todos", "stock", atomic={"count": AtomicOp(INC, delta)})
+            )
+        replicas = (a, b, c)
+        for target in replicas:
+            for source in replicas:
+                if source is not target:
+                    await exchange(source, target, lambda ops: list(reversed(ops)))
+        for replica in replicas:
+            record = await replica.get("todos", "stock")
+            assert record is not None
+            assert record.fields == {"count": 10}
+            ops = await replica.operations_for_record("todos", "stock")
+            assert len(ops) == 4
+            state = fold(ops)
+            assert state is not None
+            assert state.fields == record.fields
+
+
+async def test_remote_timestamps_advance_the_local_clock(opener: Opener) -> None:
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as a, opener(physical_clock=clock) as b:
+        clock.now = START_MS + 60_000
+        remote = await a.write_local(insert({"n": 1}))
+        clock.now = START_MS
+        await b.apply_remote([remote])
+        local = await b.write_local(insert({"n": 2}))
+        assert local.timestamp > remote.timestamp
+
+
+async def test_bad_remote_operations_are_rejected_one_by_one(opener: Opener) -> None:
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as a, opener(physical_clock=clock) as b:
+        good = await a.write_local(insert({"n": 1}, record_id="g"))
+        await b.write_local(insert({"warm": True}))  # a clock that has ticked checks drift
+        future = attrs.evolve(
+            good, id="f" * 64, record_id="f", sequence_number=2,
+            timestamp=HLCTimestamp(START_MS + 3_600_000, 0, a.node_id),
+        )  # fmt: skip
+        invalid = attrs.evolve(
+            good, id="i" * 64, record_id="i", sequence_number=3,
+            timestamp=HLCTimestamp(START_MS, 100_000, a.node_id),
+        )  # fmt: skip
+        conflict = attrs.evolve(good, id="c" * 64, record_id="c")  # same node and seq as good
+        nan = attrs.evolve(
+            good, id="n" * 64, record_id="n", sequence_number=4, data={"x": math.nan}
+        )
+        result = await b.apply_remote([good, future, invalid, conflict, nan])
+        assert [op.id for op in result.applied] == [good.id]
+        codes = {r.operation.id: (r.code, r.retriable) for r in result.rejected}
+        assert codes == {
+            future.id: ("CLOCK_DRIFT", True),
+            invalid.id: ("INVALID_TIMESTAMP", False),
+            conflict.id: ("SEQUENCE_CONFLICT", False),
+            nan.id: ("INVALID_OPERATION", False),
+        }
+        assert await b.get("todos", "g") is not None
+        assert await b.get("todos", "f") is None
+        assert (await b.version_vector()).get(a.node_id) == 1
+
+
+async def test_own_operations_restored_from_remote_raise_the_sequence(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        ops = [await a.write_local(insert({"n": i})) for i in range(3)]
+        restored = [attrs.evolve(op, node_id=b.node_id) for op in ops]
+        restored = [
+            attrs.evolve(op, timestamp=attrs.evolve(op.timestamp, node_id=b.node_id))
+            for op in restored
+        ]
+        restored = [op.with_computed_id() for op in restored]
+        result = await b.apply_remote(restored)
+        assert result.applied_count == 3
+        mine = await b.write_local(insert({"n": 9}))
+        assert mine.sequence_number == 4
+
+
+# ---------------------------------------------------------------------------- log
+
+
+async def test_operations_by_range_and_by_record(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        ops = [await a.write_local(insert({"n": i}, record_id=f"r{i % 2}")) if i < 2 else
+               await a.write_local(LocalMutation.update("todos", f"r{i % 2}", {"n": i}))
+               for i in range(6)]  # fmt: skip
+        assert await a.operations_in_range(a.node_id, 2, 4) == ops[1:4]
+        assert await a.operations_in_range(a.node_id, 7, 9) == []
+        assert await a.operations_in_range("someone-else", 1, 9) == []
+        await b.apply_remote(list(reversed(ops)))
+        by_record = await b.operations_for_record("todos", "r0")
+        assert by_record == [ops[0], ops[2], ops[4]]
+
+
+# -------------------------------------------------------------------------- queue
+
+
+async def test_queue_is_ordered_and_dequeues_only_on_acknowledgment(store: Store) -> None:
+    ops = await store.write_local_many([insert({"n": i}) for i in range(5)])
+    assert await store.pending(2) == ops[:2]
+    assert await store.acknowledge([ops[0].id, ops[2].id, "unknown", ops[0].id]) == 2
+    assert await store.pending() == [ops[1], ops[3], ops[4]]
+    assert await store.pending_count() == 3
+    assert await store.acknowledge([]) == 0
+    assert await store.count("todos") == 5  # acknowledging keeps the records
+
+
+async def test_reject_records_the_reason_and_dequeues(opener: Opener) -> None:
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as store:
+        ops = await store.write_local_many([insert({"n": i}) for i in range(2)])
+        rejection = await store.reject(ops[0].id, code="FORBIDDEN", message="no", retriable=False)
+        assert rejection is not None
+        assert (rejection.op_id, rejection.code, rejection.message) == (
+            ops[0].id,
+            "FORBIDDEN",
+            "no",
+        )
+        assert rejection.rejected_at == START_MS
+        assert not rejection.retriable
+        assert await store.pending() == [ops[1]]
+        assert await store.rejected_operations() == [rejection]
+        assert await store.reject("unknown", code="X", message="", retriable=True) is None
+        assert await store.get("todos", ops[0].record_id) is not None
+
+
+# ---------------------------------------------------------------------- watermarks
+
+
+async def test_delivery_watermarks_per_view_with_lru_limit(store: Store) -> None:
+    assert await store.delivery_watermark() == 0
+    await store.set_delivery_watermark("", 7)
+    await store.set_delivery_watermark("scoped", 3)
+    assert await store.delivery_watermark("") == 7
+    assert await store.delivery_watermark("scoped") == 3
+    for index in range(MAX_WATERMARK_VIEWS - 2):
+        await store.set_delivery_watermark(f"v{index}", index)
+    await store.set_delivery_watermark("", 8)  # refreshes "" so "scoped" is now the oldest
+    await store.set_delivery_watermark("one-too-many", 1)
+    assert await store.delivery_watermark("scoped") == 0
+    assert await store.delivery_watermark("") == 8
+    assert await store.delivery_watermark("v0") == 0
+    await store.set_delivery_watermark("", 0)
+    assert await store.delivery_watermark("") == 0
+    with pytest.raises(ValidationError):
+        await store.set_delivery_watermark("", -1)
+
+
+# ------------------------------------------------------------------------- queries
+
+ROWS: list[tuple[str, dict[str, Any]]] = [
+    ("a", {"title": "milk", "prio": 2, "done": False, "tags": ["x"]}),
+    ("b", {"title": "eggs", "prio": 1, "done": True}),
+    ("c", {"title": "bread", "prio": 2.5, "done": False}),
+    ("d", {"title": "Apples", "prio": None, "done": False}),
+    ("e", {"title": "zucchini", "done": True}),
+    ("f", {"title": 10, "prio": 2, "done": False}),
+]
+
+
+@pytest.fixture
+async def filled(store: Store) -> Store:
+    await store.write_local_many([insert(data, record_id=rid) for rid, data in ROWS])
+    await store.write_local(
+        LocalMutation.insert("todos", {"title": "gone", "prio": 9}, record_id="g")
+    )
+    await store.write_local(LocalMutation.delete("todos", "g"))
+    await store.write_local(LocalMutation.insert("other", {"title": "milk"}, record_id="o"))
+    return store
+
+
+async def ids(store: Store, *args: Any, **kwargs: Any) -> list[str]:
+    return [record.id for record in await store.query("todos", *args, **kwargs)]
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ([], ["a", "b", "c", "d", "e", "f"]),
+        ([("done", "==", False)], ["a", "c", "d", "f"]),
+        ([("done", "==", True), ("title", "==", "eggs")], ["b"]),
+        ([("prio", "==", 2)], ["a", "f"]),
+        ([("prio", "==", None)], ["d", "e"]),
+        ([("prio", "!=", 2)], ["b", "c", "d", "e"]),
+        ([("prio", ">", 1)], ["a", "c", "f"]),
+        ([("prio", "<=", 2)], ["a", "b", "f"]),
+        ([("title", "<", "m")], ["b", "c", "d", "f"]),  # numbers sort before text
+        ([("title", ">=", "milk")], ["a", "e"]),
+        ([("prio", "in", [1, 2.5, None])], ["b", "c"]),
+        ([("title", "in", [])], []),
+        ([("id", "in", ["a", "e", "g"])], ["a", "e"]),
+        ([("tags", "==", ["x"])], ["a"]),
+        ([("missing", "==", None)], ["a", "b", "c", "d", "e", "f"]),
+    ],
+)
+async def test_where(filled: Store, where: list[Any], expected: list[str]) -> None:
+    assert sorted(await ids(filled, where)) == expected
+    assert await filled.count("todos", where) == len(expected)
+
+
+async def test_order_limit_offset_and_deleted(filled: Store) -> None:
+    assert await ids(filled, [], [("prio", False)]) == ["d", "e", "b", "a", "f", "c"]
+    assert await ids(filled, [], [("prio", True)]) == ["c", "a", "f", "b", "d", "e"]
+    assert await ids(filled, [], [("done", False), ("title", True)]) == [
+        "a",
+        "c",
+        "d",
+        "f",
+        "e",
+        "b",
+    ]
+    assert await ids(filled, [("done", "==", False)], [("prio", True)], limit=2) == ["c", "a"]
+    assert await ids(filled, [], [("id", True)], limit=2, offset=1) == ["e", "d"]
+    assert await ids(filled, [], [("id", False)], offset=5) == ["f"]
+    assert await ids(filled, [], limit=0) == []
+    assert await ids(filled, [("prio", "==", 9)]) == []
+    assert await ids(filled, [("prio", "==", 9)], include_deleted=True) == ["g"]
+    assert await filled.count("todos", include_deleted=True) == 7
+    assert await filled.count("nothing") == 0
+    records = await filled.query("todos", [("id", "==", "a")])
+    assert records[0].fields["tags"] == ["x"]
+    assert records[0].collection == "todos"
+
+
+@pytest.mark.parametrize(
+    ("where", "order_by", "limit"),
+    [
+        ([("x", "~", 1)], [], None),
+        ([("x", "in", 1)], [], None),
+        ([("", "==", 1)], [], None),
+        ([('we"ird', "==", 1)], [], None),
+        ([("x", "==", math.nan)], [], None),
+        ([], [], -1),
+    ],
+)
+async def test_bad_queries_are_refused(
+    store: Store, where: list[Any], order_by: list[Any], limit: int | None
+) -> None:
+    with pytest.raises(ValidationError):
+        await store.query("todos", where, order_by, limit=limit)
+
+
+async def test_field_names_with_quotes_and_dots_work(store: Store) -> None:
+    await store.write_local(insert({"it's": 1, "a.b": 2}, record_id="q"))
+    assert await ids(store, [("it's", "==", 1), ("a.b", "==", 2)]) == ["q"]
+
+
+# ----------------------------------------------------------------- change notification
+
+
+async def test_listeners_and_counters_see_committed_changes(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        seen: list[ChangeSet] = []
+        remove = b.add_change_listener(seen.append)
+        b.add_change_listener(lambda changes: 1 / 0)  # a broken listener changes nothing
+        assert b.change_counter() == 0
+        op = await b.write_local(insert({"n": 1}, record_id="r"))
+        await b.write_local(LocalMutation.insert("notes", {"n": 1}, record_id="s"))
+        remote = await a.write_local(insert({"n": 2}, record_id="t"))
+        await b.apply_remote([remote])
+        await b.apply_remote([remote])  # a duplicate changes nothing
+        assert seen == [
+            ChangeSet.of({"todos": {"r"}}),
+            ChangeSet.of({"notes": {"s"}}),
+            ChangeSet.of({"todos": {"t"}}),
+        ]
+        assert b.change_counter() == 3
+        assert b.change_counter("todos") == 2
+        assert b.change_counter("notes") == 1
+        remove()
+        await b.write_local(LocalMutation.delete("todos", op.record_id))
+        assert len(seen) == 3
+        assert b.statistics().change_counter == 4
+
+
+async def test_closed_store_refuses_calls(opener: Opener) -> None:
+    async with opener() as store:
+        pass
+    with pytest.raises(ClosedError):
+        await store.get("todos", "x")
+    await store.aclose()  # idempotent
