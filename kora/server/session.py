@@ -167,6 +167,14 @@ async def refuse_connection(
     await transport.close(close_code, message)
 
 
+def _first_closed(group: BaseExceptionGroup[SessionClosed]) -> SessionClosed:
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert isinstance(found, SessionClosed)
+    return found
+
+
 class SyncSession:
     """The server side of one client connection (see the module docstring)."""
 
@@ -210,9 +218,10 @@ class SyncSession:
                         nursery.start_soon(self._reader, nursery.cancel_scope)
                         nursery.start_soon(self._pusher, subscription)
                         nursery.start_soon(self._shutdown_watch, nursery.cancel_scope)
-                except SessionClosed as closed:
-                    await self._close(closed)
-                except TransportClosed:
+                except* SessionClosed as group:
+                    # Several tasks can end the session at once; the first reason is sent.
+                    await self._close(_first_closed(group))
+                except* TransportClosed:
                     pass
         finally:
             metrics.sessions.dec(1, self._transport.name)
