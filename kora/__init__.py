@@ -1,7 +1,124 @@
-"""Kora for Python: an offline-first sync runtime on trio that speaks the Kora sync protocol."""
+"""Kora for Python: an offline-first sync runtime on trio that speaks the Kora sync protocol.
 
-from kora.core.errors import KoraError, LocalError, RemoteError
+The public API: ``open_app`` and what it gives (``App``, collections, queries, watches,
+transactions, events), the schema builders, and the error hierarchy.  Lower layers
+(``kora.core``, ``kora.store`` ...) stay importable for advanced use.
 
-__version__ = "0.1.0"
+Modules of kora's lower layers must not import this root package (use ``kora._version`` for
+the version): it re-exports ``kora.app``, the top of the layer stack.
+"""
 
-__all__ = ["KoraError", "LocalError", "RemoteError", "__version__"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from kora._version import __version__ as __version__
+from kora.core.errors import BrokenError as BrokenError
+from kora.core.errors import ClosedError as ClosedError
+from kora.core.errors import KoraError as KoraError
+from kora.core.errors import LocalError as LocalError
+from kora.core.errors import RemoteError as RemoteError
+from kora.core.errors import SchemaValidationError as SchemaValidationError
+from kora.core.errors import ValidationError as ValidationError
+from kora.core.operation import AtomicOp as AtomicOp
+from kora.core.operation import AtomicOpType as AtomicOpType
+from kora.core.operation import Operation as Operation
+from kora.core.schema import Schema as Schema
+from kora.core.schema import array as array
+from kora.core.schema import boolean as boolean
+from kora.core.schema import bytes_ as bytes_
+from kora.core.schema import define_schema as define_schema
+from kora.core.schema import enum as enum
+from kora.core.schema import integer as integer
+from kora.core.schema import json as json
+from kora.core.schema import number as number
+from kora.core.schema import string as string
+from kora.core.schema import timestamp as timestamp
+from kora.store import Record as Record
+from kora.store import RecordExistsError as RecordExistsError
+from kora.store import RecordNotFoundError as RecordNotFoundError
+from kora.store import RejectedOperation as RejectedOperation
+from kora.store import StoreFailedError as StoreFailedError
+from kora.store import StoreVersionError as StoreVersionError
+
+__all__ = [
+    "App",
+    "AppStatistics",
+    "AtomicOp",
+    "AtomicOpType",
+    "BrokenError",
+    "ClosedError",
+    "Collection",
+    "Event",
+    "EventBus",
+    "EventSubscription",
+    "KoraError",
+    "Lagged",
+    "LocalError",
+    "Operation",
+    "Overflow",
+    "Query",
+    "QueryError",
+    "Record",
+    "RecordExistsError",
+    "RecordNotFoundError",
+    "RejectedOperation",
+    "RemoteError",
+    "Schema",
+    "SchemaValidationError",
+    "StoreFailedError",
+    "StoreVersionError",
+    "Transaction",
+    "TransactionCollection",
+    "ValidationError",
+    "Watch",
+    "__version__",
+    "array",
+    "boolean",
+    "bytes_",
+    "define_schema",
+    "enum",
+    "integer",
+    "json",
+    "number",
+    "open_app",
+    "string",
+    "timestamp",
+]
+
+
+# The names of kora.app are resolved on first access (PEP 562) rather than imported here:
+# kora.server still imports ``__version__`` from this root package, and a static import of
+# kora.app here would make kora.server depend on kora.app (import-linter's layer contract).
+# Once nothing below kora.app imports the root package, these become plain imports.
+_FROM_APP = frozenset(
+    {
+        "App",
+        "AppStatistics",
+        "Collection",
+        "Event",
+        "EventBus",
+        "EventSubscription",
+        "Lagged",
+        "Overflow",
+        "Query",
+        "QueryError",
+        "Transaction",
+        "TransactionCollection",
+        "Watch",
+        "open_app",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_APP:
+        value = getattr(importlib.import_module("kora.app"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'kora' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_APP})
