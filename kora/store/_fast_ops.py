@@ -38,7 +38,7 @@ __all__ = ["build_operation", "encode_sorted", "serialize_timestamp"]
 
 # Anything the reference could write differently from the C encoder: exponents, integral
 # floats, integers of 16+ digits (a superset: false alarms only cost the slow path).
-_UNSAFE_NUMBER: Final = re.compile(r"\d[eE]|\.0[,\]}]|\d{16}")
+_UNSAFE_NUMBER: Final = re.compile(r"\d[eE]|\.0[,\]}]|(?<![.\d])\d{16}")
 # Lone surrogates are escaped by the reference; keys with characters from U+E000 up may sort
 # differently in UTF-16.  Both need characters from U+D800 up.
 _HIGH_CHARACTER: Final = re.compile("[\ud800-\U0010ffff]")

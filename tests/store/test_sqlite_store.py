@@ -1,0 +1,170 @@
+"""What only the SQLite store has: persistence, migrations, pragmas, indexes, closing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+from store_helpers import START_MS, ManualClock
+
+from kora.core.operation import AtomicOp, AtomicOpType
+from kora.store import (
+    LocalMutation,
+    SQLiteStore,
+    StoreVersionError,
+    open_sqlite_store,
+    open_store,
+)
+from kora.store import _sqlite_schema as schema
+
+
+async def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.db")
+    clock = ManualClock()
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        node = store.node_id
+        a = await store.write_local(LocalMutation.insert("todos", {"n": 1}, record_id="a"))
+        b = await store.write_local(
+            LocalMutation.update("todos", "a", atomic={"n": AtomicOp(AtomicOpType.INCREMENT, 2)})
+        )
+        c = await store.write_local(LocalMutation.insert("todos", {"n": 5}, record_id="c"))
+        await store.acknowledge([a.id])
+        await store.reject(c.id, code="NOPE", message="m", retriable=True)
+        await store.set_delivery_watermark("view", 42)
+        last = await store.last_timestamp()
+        vector = await store.version_vector()
+        record_before = await store.get("todos", "a")
+    clock.now = START_MS - 1000  # the physical clock went back while we were closed
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        assert store.node_id == node
+        assert await store.version_vector() == vector
+        assert await store.last_timestamp() == last
+        assert await store.pending() == [b]
+        assert [r.op_id for r in await store.rejected_operations()] == [c.id]
+        assert await store.delivery_watermark("view") == 42
+        assert await store.get("todos", "a") == record_before
+        assert await store.operations_in_range(node, 1, 3) == [a, b, c]
+        d = await store.write_local(LocalMutation.update("todos", "c", {"n": 6}))
+        assert d.sequence_number == 4
+        assert d.causal_deps == (c.id,)  # the last local op of the collection, from the log
+        assert last is not None
+        assert d.timestamp > last  # the HLC never goes back across a restart
+
+
+async def test_pragmas_are_wal_and_full(tmp_path: Path) -> None:
+    async with open_sqlite_store(str(tmp_path / "p.db")) as store:
+        assert isinstance(store, SQLiteStore)
+        journal, sync = await store._run(
+            lambda conn: (
+                conn.execute("PRAGMA journal_mode").fetchone()[0],
+                conn.execute("PRAGMA synchronous").fetchone()[0],
+            )
+        )
+        assert (journal, sync) == ("wal", 2)
+    async with open_sqlite_store(str(tmp_path / "n.db"), synchronous="NORMAL") as store:
+        (sync,) = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+        assert sync == 1
+
+
+async def test_a_newer_database_is_refused_and_an_older_one_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "m.db")
+    async with open_sqlite_store(path) as store:
+        await store.write_local(LocalMutation.insert("todos", {"n": 1}, record_id="a"))
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreVersionError, match="newer"):
+        async with open_sqlite_store(path):
+            pass
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+    conn.close()
+
+    # A future version 2 adds a table; opening runs the step once and keeps the data.
+    def add_notes(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE migrated_marker (x INTEGER)")
+
+    monkeypatch.setitem(schema.MIGRATIONS, schema.SCHEMA_VERSION, add_notes)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    async with open_sqlite_store(path) as store:
+        assert await store.get("todos", "a") is not None
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM migrated_marker").fetchone()[0] == 0
+    conn.close()
+
+
+async def test_a_database_belongs_to_one_node(tmp_path: Path) -> None:
+    path = str(tmp_path / "node.db")
+    async with open_sqlite_store(path, node_id="node-a") as store:
+        assert store.node_id == "node-a"
+    with pytest.raises(StoreVersionError, match="node-a"):
+        async with open_sqlite_store(path, node_id="node-b"):
+            pass
+
+
+async def test_queries_create_and_use_an_index(tmp_path: Path) -> None:
+    async with open_sqlite_store(str(tmp_path / "i.db")) as store:
+        await store.write_local_many(
+            [LocalMutation.insert("todos", {"s": i % 3, "p": i}) for i in range(50)]
+        )
+        top = await store.query("todos", [("s", "==", 1)], [("p", True)], limit=2)
+        assert [r.fields["p"] for r in top] == [49, 46]
+
+        def plan(conn: sqlite3.Connection) -> str:
+            rows = conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM records WHERE collection = 'todos' AND "
+                "deleted = 0 AND json_extract(data, '$.\"s\"') IS 1 "
+                "ORDER BY json_extract(data, '$.\"p\"') DESC, id ASC LIMIT 2"
+            ).fetchall()
+            return " ".join(str(row[-1]) for row in rows)
+
+        assert "USING INDEX kx_" in await store._run(plan)
+        await store.ensure_index("todos", ["p"])
+        names = await store._run(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'kx%'"
+            ).fetchone()[0]
+        )
+        assert names == 2
+
+
+async def test_memory_path_gives_a_sqlite_database_and_none_a_memory_store(
+    tmp_path: Path,
+) -> None:
+    async with open_store(":memory:") as store:
+        assert isinstance(store, SQLiteStore)
+        await store.write_local(LocalMutation.insert("t", {"a": 1}))
+    async with open_store(tmp_path / "pathlike.db") as store:
+        assert isinstance(store, SQLiteStore)
+    async with open_store(None) as store:
+        assert not isinstance(store, SQLiteStore)
+
+
+async def test_close_happens_even_when_cancelled(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.db")
+    with trio.CancelScope() as scope:
+        async with open_sqlite_store(path) as store:
+            await store.write_local(LocalMutation.insert("t", {"a": 1}))
+            scope.cancel()
+            await trio.sleep_forever()
+    assert store._closed
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM ops").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_concurrent_writers_are_serialized(tmp_path: Path) -> None:
+    async with open_sqlite_store(str(tmp_path / "w.db")) as store:
+        async with trio.open_nursery() as nursery:
+            for index in range(30):
+                nursery.start_soon(store.write_local, LocalMutation.insert("t", {"i": index}))
+        ops = await store.pending()
+        assert sorted(op.sequence_number for op in ops) == list(range(1, 31))
+        assert await store.count("t") == 30
+        assert store.statistics().tasks_waiting == 0
