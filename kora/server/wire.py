@@ -1,9 +1,8 @@
-"""The session's codec: JSON by default, the binary codec once negotiated.
+"""The session's codec: ``kora.protocol``'s ``FrameCodec`` plus what the server adds.
 
-Frames are decoded by kind: text frames and binary frames that hold JSON (a binary frame
-whose first byte is ``{``, as Node delivers text) go to the JSON codec; other binary frames go
-to the binary codec, but only after the session negotiated it.  Encoding follows the
-negotiated format from the first frame after the handshake-response.
+Negotiation and the frame rules are the protocol layer's (``kora.protocol.wire_format``):
+JSON always, ``kora-pb1`` once negotiated, JSON accepted in binary frames.  The server adds
+the per-operation size of spec 8.4 and the salvage of a batch with malformed operations.
 """
 
 from __future__ import annotations
@@ -17,20 +16,19 @@ import attrs
 from kora.core.canonical import json_stringify
 from kora.core.operation import Operation
 from kora.core.operations import operation_to_wire
-from kora.protocol.binary_codec import BinaryCodec
-from kora.protocol.errors import RemoteProtocolError, WireFormatMismatchError
-from kora.protocol.json_codec import JsonCodec
+from kora.protocol.errors import RemoteProtocolError
 from kora.protocol.limits import Limits
 from kora.protocol.messages import Message, OperationBatch
+from kora.protocol.wire_format import FrameCodec, WireFormat, select_wire_format
 from kora.server.config import ServerLimits
 from kora.server.transport import Frame
 
 __all__ = ["BINARY_FORMAT", "JSON_FORMAT", "MalformedOperation", "SalvagedBatch", "WireCodec"]
 
-JSON_FORMAT: Final = "json"
+JSON_FORMAT: Final = WireFormat.JSON.value
 #: Our binary format's name in ``supportedWireFormats`` / ``selectedWireFormat``.  The
 #: reference's ``"protobuf"`` is a different encoding that we never select (spec 2.5).
-BINARY_FORMAT: Final = "kora-pb1"
+BINARY_FORMAT: Final = WireFormat.KORA_PB1.value
 
 
 @attrs.frozen
@@ -73,37 +71,29 @@ def codec_limits(limits: ServerLimits) -> Limits:
 
 
 class WireCodec:
-    """One session's encoder/decoder and its negotiated format."""
+    """One session's frame codec (``kora.protocol``'s ``FrameCodec``) and its negotiation."""
 
     def __init__(self, limits: ServerLimits) -> None:
-        self._limits = codec_limits(limits)
-        self._json = JsonCodec(self._limits)
-        self._binary: BinaryCodec | None = None
-        self.format = JSON_FORMAT
+        self._frames = FrameCodec(codec_limits(limits))
+        self._json = self._frames.json
+
+    @property
+    def format(self) -> str:
+        return self._frames.wire_format.value
 
     def negotiate(self, supported: Sequence[str] | None) -> str:
         """The format to answer in ``selectedWireFormat`` (JSON unless ours is offered)."""
-        if supported and BINARY_FORMAT in supported:
-            return BINARY_FORMAT
-        return JSON_FORMAT
+        return select_wire_format(supported, binary=True).value
 
     def select(self, wire_format: str) -> None:
         """Switch the encoding of every frame after the handshake-response."""
-        self.format = wire_format
-        if wire_format == BINARY_FORMAT and self._binary is None:
-            self._binary = BinaryCodec(self._limits)
+        self._frames.switch_to(WireFormat(wire_format))
 
     def decode(self, frame: Frame) -> Message:
-        if isinstance(frame, str) or frame[:1] == b"{":
-            return self._json.decode(frame)
-        if self._binary is None:
-            raise WireFormatMismatchError("a binary frame before kora-pb1 was negotiated")
-        return self._binary.decode(frame)
+        return self._frames.decode(frame)
 
     def encode(self, message: Message) -> Frame:
-        if self._binary is not None and self.format == BINARY_FORMAT:
-            return self._binary.encode(message)
-        return self._json.encode(message)
+        return self._frames.encode(message)
 
     def operation_size(self, op: Operation) -> int:
         """UTF-8 bytes of the operation's JSON, as the reference measures it (spec 8.4)."""

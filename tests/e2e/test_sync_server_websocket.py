@@ -9,6 +9,7 @@ from kora_server_harness import (
     ack_frame,
     batch_frame,
     captured,
+    handshake,
     json_client,
     make_op,
 )
@@ -184,3 +185,27 @@ async def test_unacknowledged_delivery_is_sent_again(start_server) -> None:  # t
         assert again["baseDeliverySequence"] == first["baseDeliverySequence"] == 0
         await reader.send(ack_frame(again["messageId"], again["maxDeliverySequence"]))
         assert await reader.nothing_within(0.6)
+
+
+async def test_binary_format_when_the_client_offers_it(server: SyncServer) -> None:
+    from kora.core.json_types import JsonValue
+    from kora.protocol.binary_codec import BinaryCodec
+    from kora.protocol.messages import Acknowledgment, OperationBatch
+
+    codec = BinaryCodec()
+    async with json_client(server.url) as client:
+        hello: dict[str, JsonValue] = json.loads(handshake("node-pb"))
+        hello["supportedWireFormats"] = ["kora-pb1", "json"]
+        await client.send(json.dumps(hello))
+        response = await client.receive()  # the response itself is always JSON
+        assert response["selectedWireFormat"] == "kora-pb1"
+        final = codec.decode(await client.ws.get_message())
+        assert isinstance(final, OperationBatch)
+        assert final.is_final
+        batch = OperationBatch(
+            message_id="b1", operations=(make_op("node-pb", 1),), is_final=True, batch_index=0
+        )
+        await client.send(codec.encode(batch))
+        ack = codec.decode(await client.ws.get_message())
+        assert isinstance(ack, Acknowledgment)
+        assert (ack.acknowledged_message_id, ack.last_sequence_number) == ("b1", 1)
