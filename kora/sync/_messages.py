@@ -1,0 +1,97 @@
+"""What the engine's actors send each other (internal value types).
+
+The engine-level mailboxes:
+
+* the **outbound** mailbox of :class:`~kora.sync.outbound.OutboundQueueActor`:
+  :class:`Attached`, :class:`Detached`, :class:`BatchAcked`, :class:`Streaming`,
+  :class:`QueueChanged`;
+* the **commands** mailbox of :class:`~kora.sync.scheduler.ReconnectScheduler`:
+  :class:`Connect`, :class:`Disconnect`;
+* the **metrics** mailbox of :class:`~kora.sync.diagnostics.DiagnosticsActor`:
+  :data:`~kora.sync.diagnostics.MetricEvent` and :class:`~kora.sync.diagnostics.DiagnosticsQuery`.
+
+A :class:`Link` is one connection as the actors outside its scope see it: its protocol
+session and the mailbox of frames to send.  Every message about a connection carries the
+link id, so a message about a connection that has already ended is recognised and dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
+
+import attrs
+
+from actors import Mailbox, Reply
+from kora.core.version_vector import VersionVector
+from kora.protocol.client import ClientSession
+from kora.sync.transport import Frame
+
+
+@attrs.frozen(eq=False)
+class Link:
+    """One connection attempt's protocol session and outgoing frames."""
+
+    id: int
+    session: ClientSession
+    frames_out: Mailbox[Frame]
+
+
+# ----------------------------------------------------------------------- outbound mailbox
+
+
+@attrs.frozen
+class Attached:
+    """A handshake was accepted on ``link``; ``server_vector`` is the server's vector."""
+
+    link: Link
+    server_vector: VersionVector
+
+
+@attrs.frozen
+class Detached:
+    """The connection of ``link_id`` is over."""
+
+    link_id: int
+
+
+@attrs.frozen
+class BatchAcked:
+    """The server acknowledged our batch ``message_id`` at ``received_at`` (trio time)."""
+
+    link_id: int
+    message_id: str
+    received_at: float
+
+
+@attrs.frozen
+class Streaming:
+    """Both directions of the post-handshake exchange of ``link_id`` are complete."""
+
+    link_id: int
+
+
+@attrs.frozen
+class QueueChanged:
+    """The outbound queue changed (a local write, a rejection): re-read it."""
+
+
+OutboundMessage: TypeAlias = Attached | Detached | BatchAcked | Streaming | QueueChanged
+
+# ----------------------------------------------------------------------- commands mailbox
+
+
+@attrs.frozen
+class Connect:
+    reply: Reply[None]
+
+
+@attrs.frozen
+class Disconnect:
+    reply: Reply[None]
+
+
+Command: TypeAlias = Connect | Disconnect
+
+#: ``emit(name, payload)``: publish an app event (``app.events.emit``).
+EventEmitter: TypeAlias = Callable[[str, Mapping[str, object]], object]
