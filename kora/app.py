@@ -34,7 +34,7 @@ import types
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, NoReturn
+from typing import Final
 
 import attrs
 import trio
@@ -58,6 +58,7 @@ from kora.store import (
     Where,
     open_store,
 )
+from kora.sync import SyncEngine, SyncOptions, open_sync
 
 logger: Final = logging.getLogger("kora.app")
 
@@ -1177,7 +1178,7 @@ class App:
         self.schema = schema
         self._collection_names = tuple(schema.collections)
         self.events = EventBus()
-        self.sync: object | None = None
+        self.sync: SyncEngine | None = None
         self._store = store
         self._feed = ChangeFeed()
         self._closed = False
@@ -1288,15 +1289,14 @@ class App:
 # -------------------------------------------------------------------------------- sync seam
 
 
-async def _attach_sync(app: App, options: object) -> NoReturn:
-    """Start the sync engine for ``app`` (the seam for the sync issue; not built yet).
-
-    The engine will run under a nursery owned by ``open_app`` and set ``app.sync``.
-    """
-    raise NotImplementedError(
-        "sync is not available in this version: open the app with sync=None (it works "
-        "fully offline)"
-    )
+@asynccontextmanager
+async def _attach_sync(app: App, options: SyncOptions) -> AsyncIterator[None]:
+    """Run the sync engine for ``app`` while the block runs and expose it as ``app.sync``."""
+    if not isinstance(options, SyncOptions):
+        raise TypeError(f"sync must be kora.SyncOptions or None, got {options!r}")
+    async with open_sync(app._store, options, emit=app.events.emit) as engine:
+        app.sync = engine
+        yield
 
 
 @asynccontextmanager
@@ -1304,7 +1304,7 @@ async def open_app(
     schema: Schema,
     path: str | os.PathLike[str] | None = "app.db",
     *,
-    sync: object | None = None,
+    sync: SyncOptions | None = None,
 ) -> AsyncIterator[App]:
     """Open an app on a local store, as an async context manager.
 
@@ -1329,9 +1329,11 @@ async def open_app(
     async with open_store(path, schema_version=schema.version) as store:
         app = App(schema, store)
         try:
-            if sync is not None:
-                await _attach_sync(app, sync)
-            yield app
+            if sync is None:
+                yield app
+            else:
+                async with _attach_sync(app, sync):
+                    yield app
         finally:
             app._close()
 
