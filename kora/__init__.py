@@ -122,3 +122,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_FROM_APP})
+
+
+# kora.sync is resolved lazily for the same reason as kora.app (kora.server must not reach it).
+_FROM_SYNC = frozenset({"SyncOptions"})
+_getattr_app = __getattr__
+
+
+def _getattr_with_sync(name: str) -> Any:
+    if name in _FROM_SYNC:
+        value = getattr(importlib.import_module("kora.sync"), name)
+        globals()[name] = value
+        return value
+    return _getattr_app(name)
+
+
+__getattr__ = _getattr_with_sync
+__all__ += ["SyncOptions"]
