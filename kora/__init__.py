@@ -69,6 +69,7 @@ __all__ = [
     "SchemaValidationError",
     "StoreFailedError",
     "StoreVersionError",
+    "SyncOptions",
     "Transaction",
     "TransactionCollection",
     "ValidationError",
@@ -88,54 +89,43 @@ __all__ = [
 ]
 
 
-# The names of kora.app are resolved on first access (PEP 562) rather than imported here:
-# kora.server still imports ``__version__`` from this root package, and a static import of
-# kora.app here would make kora.server depend on kora.app (import-linter's layer contract).
-# Once nothing below kora.app imports the root package, these become plain imports.
-_FROM_APP = frozenset(
-    {
-        "App",
-        "AppStatistics",
-        "Collection",
-        "Event",
-        "EventBus",
-        "EventSubscription",
-        "Lagged",
-        "Overflow",
-        "Query",
-        "QueryError",
-        "Transaction",
-        "TransactionCollection",
-        "Watch",
-        "open_app",
-    }
-)
+# The names of kora.app and kora.sync are resolved on first access (PEP 562) rather than
+# imported here: kora.server still imports ``__version__`` from this root package, and a
+# static import of kora.app or kora.sync here would make kora.server depend on them
+# (import-linter's layer contract).  Once nothing below kora.app imports the root package,
+# these become plain imports.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "App",
+            "AppStatistics",
+            "Collection",
+            "Event",
+            "EventBus",
+            "EventSubscription",
+            "Lagged",
+            "Overflow",
+            "Query",
+            "QueryError",
+            "Transaction",
+            "TransactionCollection",
+            "Watch",
+            "open_app",
+        ],
+        "kora.app",
+    ),
+    "SyncOptions": "kora.sync",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_APP:
-        value = getattr(importlib.import_module("kora.app"), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'kora' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kora' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_FROM_APP})
-
-
-# kora.sync is resolved lazily for the same reason as kora.app (kora.server must not reach it).
-_FROM_SYNC = frozenset({"SyncOptions"})
-_getattr_app = __getattr__
-
-
-def _getattr_with_sync(name: str) -> Any:
-    if name in _FROM_SYNC:
-        value = getattr(importlib.import_module("kora.sync"), name)
-        globals()[name] = value
-        return value
-    return _getattr_app(name)
-
-
-__getattr__ = _getattr_with_sync
-__all__ += ["SyncOptions"]
+    return sorted({*globals(), *_LAZY})

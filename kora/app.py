@@ -17,9 +17,10 @@ committed operation, every query is executed by the store in SQL, and this modul
   is busy, it runs its query once more and sees the newest state;
 * transactions that stage writes in memory and hand them to the store as one batch.
 
-Nothing here spawns a task: the app needs no nursery until sync is attached (a later issue;
-the seam is :func:`_attach_sync`).  Publishing an event or bumping the feed never blocks and
-never awaits, so a slow consumer can never hold up a writer.
+Nothing here spawns a task: an offline app needs no nursery; with sync options,
+:func:`_attach_sync` runs the engine of ``kora.sync`` for as long as the app is open.
+Publishing an event or bumping the feed never blocks and never awaits, so a slow consumer
+can never hold up a writer.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kora
-from kora.app import App, Query
+from kora.app import OPERATORS, App, Query
 from kora.core.ids import is_uuid
 from kora.core.operation import AtomicOpType, Operation, OpType
 
@@ -399,9 +401,9 @@ async def test_open_app_needs_a_schema() -> None:
             pass  # pragma: no cover
 
 
-async def test_sync_options_are_not_supported_yet() -> None:
-    with pytest.raises(NotImplementedError, match="sync=None"):
-        async with kora.open_app(SCHEMA, path=None, sync=object()):
+async def test_sync_must_be_sync_options_or_none() -> None:
+    with pytest.raises(TypeError, match="SyncOptions"):
+        async with kora.open_app(SCHEMA, path=None, sync=object()):  # type: ignore[arg-type]
             pass  # pragma: no cover
 
 
@@ -425,3 +427,59 @@ def test_public_names_resolve_lazily() -> None:
     assert "open_app" in dir(kora)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = kora.nope  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------ properties
+
+_conditions = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("priority"),
+            st.sampled_from([op for op in OPERATORS if op != "in"]),
+            st.integers(-1, 4),
+        ),
+        st.tuples(st.just("priority"), st.just("in"), st.lists(st.integers(-1, 4), max_size=3)),
+        st.tuples(st.just("done"), st.sampled_from(["==", "!="]), st.booleans()),
+        st.tuples(
+            st.just("score"), st.sampled_from(["==", "<", ">="]), st.none() | st.floats(-2, 2)
+        ),
+    ),
+    max_size=2,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {"priority": st.integers(0, 3), "done": st.booleans()},
+            optional={"score": st.floats(-2, 2)},
+        ),
+        max_size=8,
+    ),
+    conditions=_conditions,
+    order=st.lists(
+        st.sampled_from(["priority", "-priority", "score", "-score", "title"]), max_size=2
+    ),
+    limit=st.none() | st.integers(0, 5),
+    offset=st.integers(0, 5),
+)
+async def test_count_and_first_agree_with_all(
+    rows: list[dict[str, object]],
+    conditions: list[tuple[str, str, object]],
+    order: list[str],
+    limit: int | None,
+    offset: int,
+) -> None:
+    async with kora.open_app(SCHEMA, path=None) as app:
+        for n, row in enumerate(rows):
+            await app.todos.insert({"title": f"t{n}", **row})
+        query = app.todos.where(*conditions).order_by(*order).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        everything = await query.all()
+        assert await query.count() == len(everything)
+        assert await query.first() == (everything[0] if everything else None)
+        unwindowed = await app.todos.where(*conditions).order_by(*order).all()
+        end = None if limit is None else offset + limit
+        assert everything == unwindowed[offset:end]

@@ -266,3 +266,20 @@ async def test_subscriptions_see_writes_and_end_when_the_app_closes(tmp_path: Pa
         await app.lists.insert({"name": "a"})
         await app.lists.insert({"name": "b"})
     assert names == ["operation:created", "operation:created"]
+
+
+async def test_staged_array_helpers(tmp_path: Path) -> None:
+    schema = kora.define_schema(collections={"bags": {"items": kora.array(default=[])}})
+    async with kora.open_app(schema, path=None) as app:
+        bag = await app.bags.insert({"items": [1, 2]})
+        async with app.transaction() as tx:
+            await tx.bags.append(bag.id, "items", 3)
+            await tx.bags.remove(bag.id, "items", 1)
+            assert "1 staged" not in repr(tx)
+            assert "2 staged" in repr(tx)
+        after = await app.bags.get(bag.id)
+        assert after is not None
+        assert after.fields["items"] == [2, 3]
+        assert repr(app.bags) == "<Collection 'bags'>"
+        assert app.bags.app is app
+        assert tx.bags.name == "bags"

@@ -199,3 +199,16 @@ async def test_a_cancelled_reader_misses_nothing(app: App) -> None:
         assert scope.cancelled_caught
         await app.todos.insert({"title": "after"})
         assert titles(await anext(results)) == ["after"]
+
+
+async def test_a_watch_whose_app_closed_ends_even_with_a_change_pending(
+    tmp_path: Path,
+) -> None:
+    async with kora.open_app(SCHEMA, path=tmp_path / "c.db") as app:
+        context = app.todos.watch()
+        results = await context.__aenter__()
+        assert await anext(results) == []
+        await app.todos.insert({"title": "unseen"})  # marks the watch stale
+    assert [r async for r in results] == []
+    await context.__aexit__(None, None, None)
+    assert "todos" in repr(results.query)
