@@ -463,7 +463,8 @@ class Query:
         skip: The offset.
     """
 
-    collection: Collection = attrs.field(eq=False, repr=lambda c: repr(c.name))
+    # Collections are cached per app, so identity is the right equality here.
+    collection: Collection = attrs.field(repr=lambda c: repr(c.name))
     conditions: tuple[Where, ...] = ()
     ordering: tuple[Order, ...] = ()
     max_rows: int | None = None

@@ -223,6 +223,8 @@ async def test_queries_are_immutable_builders(app: App, filled: dict[str, str]) 
     assert titles(await narrowed.all()) == ["c"]
     assert base.conditions == (("done", "==", True),)
     assert narrowed == app.todos.where(done=True).order_by("-title").limit(1)
+    assert app.todos.query() != app.users.query()
+    assert "'todos'" in repr(base)
 
 
 @pytest.mark.parametrize(
