@@ -185,7 +185,7 @@ class Replica:
                 if current is not None and not current.deleted:
                     raise RecordExistsError(f"{collection}/{record_id} already exists")
                 data = mutation.data  # build_operation copies it
-                if not isinstance(data, Mapping) or mutation.atomic:
+                if (type(data) is not dict and not isinstance(data, Mapping)) or mutation.atomic:
                     raise ValidationError("an insert needs data (a mapping) and no atomic ops")
             elif op_type is OpType.UPDATE:
                 if current is None or current.deleted:

@@ -126,19 +126,21 @@ def build_operation(
         assert data_text is not None
         plain = _UNSAFE_NUMBER.search(data_text) is None
     stamp = serialize_timestamp(timestamp)
-    parts: list[str] = []
+    atomic_part = ""
     if atomic_ops:
         wire = {name: {"type": op.type.value, "value": op.value} for name, op in atomic_ops.items()}
         atomic_text = encode_sorted(wire, "atomic ops")
         plain = plain and _UNSAFE_NUMBER.search(atomic_text) is None
-        parts.append('"atomicOps":' + atomic_text)
-    parts.append('"collection":' + c_encode_basestring(collection))
-    parts.append('"data":' + ("null" if data_text is None else data_text))
-    parts.append('"nodeId":' + c_encode_basestring(node_id))
-    parts.append('"recordId":' + c_encode_basestring(record_id))
-    parts.append('"timestamp":"' + stamp + '"')
-    parts.append(_TYPE_PART[op_type])
-    canonical = "{" + ",".join(parts) + "}"
+        atomic_part = '"atomicOps":' + atomic_text + ","
+    # The hashed object's keys in UTF-16 order: atomicOps, collection, data, nodeId, recordId,
+    # timestamp, type.
+    canonical = (
+        f'{{{atomic_part}"collection":{c_encode_basestring(collection)},'
+        f'"data":{"null" if data_text is None else data_text},'
+        f'"nodeId":{c_encode_basestring(node_id)},'
+        f'"recordId":{c_encode_basestring(record_id)},'
+        f'"timestamp":"{stamp}",{_TYPE_PART[op_type]}}}'
+    )
     if (
         not plain
         or (not canonical.isascii() and _HIGH_CHARACTER.search(canonical) is not None)

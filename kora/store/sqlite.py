@@ -270,6 +270,27 @@ class SQLiteStore(Store):
         """Run ``fn`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` in the worker thread."""
         return await self._run(lambda conn: _in_transaction(conn, fn))
 
+    async def _write_transaction(
+        self, plan: Callable[[_Reader], T], tx_of: Callable[[T], TxWrites]
+    ) -> T:
+        """Plan, write and commit in the worker; publish to the replica before releasing it.
+
+        The replica's in-memory copies (version vector, last local ops) must move before the
+        next queued transaction plans, so the publish happens in the same worker call.
+        """
+
+        def work(conn: sqlite3.Connection) -> T:
+            def body(c: sqlite3.Connection) -> T:
+                planned = plan(_Reader(c))
+                _write(c, tx_of(planned))
+                return planned
+
+            planned = _in_transaction(conn, body)
+            self._replica.committed(tx_of(planned))
+            return planned
+
+        return await self._run(work)
+
     # ------------------------------------------------------------------ identity
 
     @property
@@ -285,33 +306,23 @@ class SQLiteStore(Store):
         self, mutations: Sequence[LocalMutation], *, transaction_id: str | None = None
     ) -> list[Operation]:
         batch = list(mutations)
-
-        def work(conn: sqlite3.Connection) -> TxWrites:
-            tx = self._replica.plan_local(_Reader(conn), batch, transaction_id)
-            _write(conn, tx)
-            return tx
-
-        tx = await self._transaction(work)
-        self._replica.committed(tx)
+        tx = await self._write_transaction(
+            lambda reader: self._replica.plan_local(reader, batch, transaction_id), lambda t: t
+        )
         self._notify(tx.changes())
         return tx.ops
 
     async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
         batch = list(operations)
-
-        def work(conn: sqlite3.Connection) -> tuple[TxWrites, ApplyResult]:
-            tx, duplicates, rejected = self._replica.plan_remote(_Reader(conn), batch)
-            _write(conn, tx)
-            result = ApplyResult(
-                applied=tuple(tx.ops),
-                duplicates=duplicates,
-                rejected=tuple(rejected),
-                changes=tx.changes(),
-            )
-            return tx, result
-
-        tx, result = await self._transaction(work)
-        self._replica.committed(tx)
+        tx, duplicates, rejected = await self._write_transaction(
+            lambda reader: self._replica.plan_remote(reader, batch), lambda planned: planned[0]
+        )
+        result = ApplyResult(
+            applied=tuple(tx.ops),
+            duplicates=duplicates,
+            rejected=tuple(rejected),
+            changes=tx.changes(),
+        )
         self._notify(result.changes)
         return result
 

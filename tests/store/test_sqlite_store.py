@@ -162,9 +162,9 @@ async def test_close_happens_even_when_cancelled(tmp_path: Path) -> None:
 async def test_concurrent_writers_are_serialized(tmp_path: Path) -> None:
     async with open_sqlite_store(str(tmp_path / "w.db")) as store:
         async with trio.open_nursery() as nursery:
-            for index in range(30):
+            for index in range(100):
                 nursery.start_soon(store.write_local, LocalMutation.insert("t", {"i": index}))
         ops = await store.pending()
-        assert sorted(op.sequence_number for op in ops) == list(range(1, 31))
-        assert await store.count("t") == 30
+        assert sorted(op.sequence_number for op in ops) == list(range(1, 101))
+        assert await store.count("t") == 100
         assert store.statistics().tasks_waiting == 0
