@@ -90,11 +90,12 @@ class Operation:
     def verify_id(self) -> bool:
         """Whether ``id`` is the content id of the hashed fields.
 
-        A timestamp out of the serializable range cannot have a valid id, so it gives False.
+        A timestamp out of the serializable range, or data that is not JSON, cannot have a
+        valid id, so they give False.
         """
         try:
             return self.id == self.compute_id()
-        except ValueError:
+        except (TypeError, ValueError):
             return False
 
     def with_computed_id(self) -> Operation:

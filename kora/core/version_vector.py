@@ -17,7 +17,11 @@ from kora.core.causal import causal_order
 from kora.core.errors import ValidationError
 from kora.core.operation import Operation
 
-__all__ = ["VersionVector", "compute_delta"]
+__all__ = ["FetchRange", "VersionVector", "compute_delta"]
+
+#: ``fetch_range(node_id, first, last)``: our operations of that node, sequence numbers
+#: ``first..last`` inclusive.
+FetchRange = Callable[[str, int, int], Iterable[Operation]]
 
 
 def _frozen_entries(entries: Mapping[str, int] | None) -> Mapping[str, int]:
@@ -97,6 +101,13 @@ class VersionVector:
             if seq > remote.get(node)
         }
 
+    @staticmethod
+    def compute_delta(
+        local: VersionVector, remote: VersionVector, fetch_range: FetchRange
+    ) -> list[Operation]:
+        """Same as the module-level ``compute_delta``."""
+        return compute_delta(local, remote, fetch_range)
+
     def items(self) -> Iterable[tuple[str, int]]:
         return self.entries.items()
 
@@ -119,9 +130,6 @@ class VersionVector:
 
     def __repr__(self) -> str:
         return f"VersionVector({dict(self.entries)!r})"
-
-
-FetchRange = Callable[[str, int, int], Iterable[Operation]]
 
 
 def compute_delta(

@@ -119,6 +119,7 @@ def test_missing_fields_and_bad_timestamps_are_errors(vectors_dir: Path) -> None
         operation_id({**vector, "timestamp": 17})
     bad = attrs.evolve(operation_from_vector(vector), timestamp=HLCTimestamp(0, 10**6, "n"))
     assert not bad.verify_id()
+    assert not attrs.evolve(operation_from_vector(vector), data={"x": {1, 2}}).verify_id()
 
 
 json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)

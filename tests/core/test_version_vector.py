@@ -126,3 +126,4 @@ def test_compute_delta_fetches_missing_ranges_in_causal_order() -> None:
     assert sorted(calls) == [("a", 2, 3), ("b", 1, 2)]
     assert [o.id for o in delta] == ["b-1", "a-3", "b-2", "a-2"]
     assert compute_delta(vv(a=1), vv(a=5), fetch) == []
+    assert VersionVector.compute_delta(vv(b=1), vv(), fetch) == [log["b"][0]]
