@@ -24,7 +24,7 @@ import attrs
 from google.protobuf.internal import api_implementation
 from google.protobuf.message import DecodeError, EncodeError
 
-from kora.core.hlc import HLCTimestamp
+from kora.core.hlc import MAX_LOGICAL, MAX_WALL_TIME, HLCTimestamp
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.protocol._pb import sync_pb2 as pb
@@ -32,6 +32,7 @@ from kora.protocol.errors import (
     BinaryDecodeError,
     FrameTooLargeError,
     InvalidNumberError,
+    InvalidOperationError,
     LocalProtocolError,
     NestingTooDeepError,
     OperationTooLargeError,
@@ -76,6 +77,9 @@ _ATOMIC_TYPES: Final = (
     AtomicOpType.REMOVE,
 )
 _ATOMIC_TYPE_CODES: Final = {t: i for i, t in enumerate(_ATOMIC_TYPES)}
+_NUMERIC_ATOMIC_TYPES: Final = frozenset(
+    {AtomicOpType.INCREMENT, AtomicOpType.MAX, AtomicOpType.MIN}
+)
 
 # Depth of the containers right inside a message object, counted as the JSON codec counts
 # them (the message object itself is depth 1), so one limit means the same in both formats.
@@ -263,6 +267,8 @@ class _Encoder:
             if op.previous_data is not None:
                 put_map(p.previous_data, op.previous_data)
             ts = op.timestamp
+            if ts.wall_time < 0 or op.sequence_number < 0:
+                raise LocalProtocolError(f"operation {op_id!r} has a negative wallTime or seq")
             p.wall_time_delta = ts.wall_time - previous_wall
             previous_wall = ts.wall_time
             if ts.logical:
@@ -647,36 +653,34 @@ class _Decoder:
             atomic_ops: dict[str, AtomicOp] | None = None
             if p.HasField("atomic_ops"):
                 atomic_ops = self.atomic_ops(p.atomic_ops)
-            operations.append(
-                Operation(
-                    id=op_id,
-                    node_id=node_id,
-                    type=op_type,
-                    collection=strings[collection_index],
-                    record_id=_get_id(p.record_uuid, p.record_text, "recordId"),
-                    data=(
-                        members(p.data.keys, p.data.values, _OPERATION_DATA)
-                        if p.HasField("data")
-                        else None
-                    ),
-                    previous_data=(
-                        members(p.previous_data.keys, p.previous_data.values, _OPERATION_DATA)
-                        if p.HasField("previous_data")
-                        else None
-                    ),
-                    timestamp=HLCTimestamp(wall, _safe(p.logical, "logical"), ts_node),
-                    sequence_number=seq,
-                    causal_deps=deps,
-                    schema_version=(
-                        _safe(p.schema_version, "schemaVersion")
-                        if p.HasField("schema_version")
-                        else 1
-                    ),
-                    atomic_ops=atomic_ops,
-                    transaction_id=p.transaction_id if p.HasField("transaction_id") else None,
-                    mutation_name=p.mutation_name if p.HasField("mutation_name") else None,
-                )
+            op = Operation(
+                id=op_id,
+                node_id=node_id,
+                type=op_type,
+                collection=strings[collection_index],
+                record_id=_get_id(p.record_uuid, p.record_text, "recordId"),
+                data=(
+                    members(p.data.keys, p.data.values, _OPERATION_DATA)
+                    if p.HasField("data")
+                    else None
+                ),
+                previous_data=(
+                    members(p.previous_data.keys, p.previous_data.values, _OPERATION_DATA)
+                    if p.HasField("previous_data")
+                    else None
+                ),
+                timestamp=HLCTimestamp(wall, _safe(p.logical, "logical"), ts_node),
+                sequence_number=seq,
+                causal_deps=deps,
+                schema_version=(
+                    _safe(p.schema_version, "schemaVersion") if p.HasField("schema_version") else 1
+                ),
+                atomic_ops=atomic_ops,
+                transaction_id=p.transaction_id if p.HasField("transaction_id") else None,
+                mutation_name=p.mutation_name if p.HasField("mutation_name") else None,
             )
+            _check_operation(op, position)
+            operations.append(op)
             ids.append(op_id)
         return OperationBatch(
             message_id=message_id,
@@ -827,6 +831,32 @@ class _Decoder:
         )
 
 
+def _check_operation(op: Operation, position: int) -> None:
+    """What ``operation_from_wire`` checks beyond shape, so both formats accept the same ops."""
+    problem = None
+    if not (op.id and op.node_id and op.collection and op.record_id):
+        problem = "id, nodeId, collection and recordId must be non-empty"
+    elif op.timestamp.wall_time >= MAX_WALL_TIME or op.timestamp.logical > MAX_LOGICAL:
+        problem = f"timestamp {op.timestamp} is out of range"
+    elif op.schema_version < 1:
+        problem = "schemaVersion must be at least 1"
+    elif op.type is OpType.DELETE and op.data is not None:
+        problem = "a delete has no data"
+    elif op.type is not OpType.DELETE and op.data is None:
+        problem = f"an {op.type} needs data"
+    elif op.type is OpType.UPDATE and op.previous_data is None:
+        problem = "an update needs previousData"
+    elif op.atomic_ops:
+        for field, atomic in op.atomic_ops.items():
+            value = atomic.value
+            if atomic.type in _NUMERIC_ATOMIC_TYPES and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                problem = f"atomicOps.{field} {atomic.type} needs a number"
+    if problem is not None:
+        raise InvalidOperationError(f"operation {position}: {problem}")
+
+
 def _get_chunk(m: Any, *, optional: bool) -> str | None:
     has_text = m.HasField("chunk_text")
     has_raw = m.HasField("chunk") if optional else bool(m.chunk)
@@ -865,13 +895,13 @@ class BinaryCodec:
             LocalProtocolError: If the message holds something the format cannot carry
                 (a value that is not JSON, a negative counter, a lone surrogate).
         """
-        encoder = _Encoder()
-        envelope = pb.Envelope()
-        _put_id(envelope, "message_uuid", "message_id", message.message_id)
-        name = _FIELD_OF_TYPE.get(message.TYPE)
+        name = _FIELD_OF_TYPE.get(getattr(message, "TYPE", None))  # type: ignore[arg-type]
         if name is None:
             raise LocalProtocolError(f"not a protocol message: {message!r}")
+        encoder = _Encoder()
+        envelope = pb.Envelope()
         try:
+            _put_id(envelope, "message_uuid", "message_id", message.message_id)
             body = getattr(envelope, name)
             body.SetInParent()
             getattr(encoder, name)(body, message)

@@ -40,7 +40,9 @@ uuid_text = st.uuids().map(str)
 # Ids are usually UUIDs / content hashes, sometimes arbitrary text (exercises the fallbacks).
 node_id = st.one_of(uuid_text, uuid_text.map(str.upper), short_text)
 op_id = st.one_of(hex_id, hex_id, short_text)
-message_id = st.one_of(uuid_text, st.builds(lambda n: f"msg-1795768501198-{n}", st.integers(0, 999)))
+message_id = st.one_of(
+    uuid_text, st.builds(lambda n: f"msg-1795768501198-{n}", st.integers(0, 999))
+)
 counter = st.one_of(st.integers(0, 1000), st.integers(0, MAX_SAFE_INTEGER))
 safe_int = st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
 b64 = st.binary(max_size=24).map(lambda raw: base64.b64encode(raw).decode("ascii"))
@@ -123,7 +125,8 @@ def operations(draw: st.DrawFn, *, json_safe: bool, earlier: tuple[str, ...] = (
         ),
         sequence_number=draw(counter),
         causal_deps=tuple(
-            earlier[draw(st.integers(0, len(earlier) - 1))] if earlier and draw(st.booleans())
+            earlier[draw(st.integers(0, len(earlier) - 1))]
+            if earlier and draw(st.booleans())
             else draw(op_id)
             for _ in range(draw(st.integers(0, 3)))
         ),
@@ -171,23 +174,45 @@ def message_strategies(*, json_safe: bool) -> dict[str, st.SearchStrategy[Any]]:
     return {
         Handshake.TYPE: _with_extra(
             Handshake,
-            known("nodeId", "versionVector", "schemaVersion", "authToken", "supportedWireFormats",
-                  "syncScope", "syncQueries", "deltaCursor", "lastDeliverySequence"),
+            known(
+                "nodeId",
+                "versionVector",
+                "schemaVersion",
+                "authToken",
+                "supportedWireFormats",
+                "syncScope",
+                "syncQueries",
+                "deltaCursor",
+                "lastDeliverySequence",
+            ),
             node_id=node_id,
             version_vector=version_vectors(),
             schema_version=safe_int,
             auth_token=optional(text),
             supported_wire_formats=optional(st.lists(text, max_size=3).map(tuple)),
             sync_scope=optional(scopes(json_safe=json_safe)),
-            sync_queries=optional(st.lists(json_objects(json_safe=json_safe, max_size=2), max_size=2).map(tuple)),
+            sync_queries=optional(
+                st.lists(json_objects(json_safe=json_safe, max_size=2), max_size=2).map(tuple)
+            ),
             delta_cursor=optional(text),
             last_delivery_sequence=optional(counter),
         ),
         HandshakeResponse.TYPE: _with_extra(
             HandshakeResponse,
-            known("nodeId", "versionVector", "schemaVersion", "accepted", "rejectReason",
-                  "supportedSchemaMin", "supportedSchemaMax", "selectedWireFormat", "serverTime",
-                  "serverMaxDeliverySequence", "blobStorageEnabled", "acceptedScope"),
+            known(
+                "nodeId",
+                "versionVector",
+                "schemaVersion",
+                "accepted",
+                "rejectReason",
+                "supportedSchemaMin",
+                "supportedSchemaMax",
+                "selectedWireFormat",
+                "serverTime",
+                "serverMaxDeliverySequence",
+                "blobStorageEnabled",
+                "acceptedScope",
+            ),
             node_id=node_id,
             version_vector=version_vectors(),
             schema_version=safe_int,
@@ -203,8 +228,15 @@ def message_strategies(*, json_safe: bool) -> dict[str, st.SearchStrategy[Any]]:
         ),
         OperationBatch.TYPE: _with_extra(
             OperationBatch,
-            known("operations", "isFinal", "batchIndex", "cursor", "totalBatches",
-                  "baseDeliverySequence", "maxDeliverySequence"),
+            known(
+                "operations",
+                "isFinal",
+                "batchIndex",
+                "cursor",
+                "totalBatches",
+                "baseDeliverySequence",
+                "maxDeliverySequence",
+            ),
             operations=operation_lists(json_safe=json_safe),
             is_final=st.booleans(),
             batch_index=counter,

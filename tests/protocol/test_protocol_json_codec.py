@@ -62,7 +62,12 @@ def refused(frame: str | bytes, codec: JsonCodec = CODEC) -> RemoteProtocolError
     return caught.value
 
 
-ACK = {"type": "acknowledgment", "messageId": "k", "acknowledgedMessageId": "b", "lastSequenceNumber": 0}
+ACK = {
+    "type": "acknowledgment",
+    "messageId": "k",
+    "acknowledgedMessageId": "b",
+    "lastSequenceNumber": 0,
+}
 
 
 @pytest.mark.parametrize(
@@ -85,10 +90,19 @@ ACK = {"type": "acknowledgment", "messageId": "k", "acknowledgedMessageId": "b",
         ('{"type":"x","v":-Infinity}', "INVALID_NUMBER"),
         ('{"type":"x","v":1e400}', "INVALID_NUMBER"),
         ('{"type":"x","v":' + "9" * 5000 + "}", "INVALID_NUMBER"),
-        ('{"type":"error","messageId":"\\ud800","code":"C","message":"m","retriable":false}', "INVALID_STRING"),
-        ('{"type":"error","messageId":"a\\udc00b","code":"C","message":"m","retriable":false}', "INVALID_STRING"),
+        (
+            '{"type":"error","messageId":"\\ud800","code":"C","message":"m","retriable":false}',
+            "INVALID_STRING",
+        ),
+        (
+            '{"type":"error","messageId":"a\\udc00b","code":"C","message":"m","retriable":false}',
+            "INVALID_STRING",
+        ),
         ('{"\\ud800":1,"type":"error"}', "INVALID_STRING"),
-        ('{"type":"error","messageId":"\ud800","code":"C","message":"m","retriable":false}', "INVALID_STRING"),
+        (
+            '{"type":"error","messageId":"\ud800","code":"C","message":"m","retriable":false}',
+            "INVALID_STRING",
+        ),
         ('{"messageId":"m"}', "MISSING_FIELD"),
         ('{"type":"error","code":"C","message":"m","retriable":false}', "MISSING_FIELD"),
         ('{"type":"error","messageId":"e","code":"C","retriable":false}', "MISSING_FIELD"),
@@ -107,23 +121,60 @@ ACK = {"type": "acknowledgment", "messageId": "k", "acknowledgedMessageId": "b",
         (text(batch(op(), isFinal=1)), "WRONG_TYPE"),
         (text(batch(operations={"0": op()})), "WRONG_TYPE"),
         (
-            text({"type": "handshake", "messageId": "h", "nodeId": "n", "versionVector": {"a": -1}, "schemaVersion": 1}),
+            text(
+                {
+                    "type": "handshake",
+                    "messageId": "h",
+                    "nodeId": "n",
+                    "versionVector": {"a": -1},
+                    "schemaVersion": 1,
+                }
+            ),
             "INVALID_VALUE",
         ),
         (
-            text({"type": "handshake", "messageId": "h", "nodeId": "n", "versionVector": [], "schemaVersion": 1}),
+            text(
+                {
+                    "type": "handshake",
+                    "messageId": "h",
+                    "nodeId": "n",
+                    "versionVector": [],
+                    "schemaVersion": 1,
+                }
+            ),
             "WRONG_TYPE",
         ),
         (
-            text({"type": "handshake", "messageId": "h", "nodeId": "n", "versionVector": {}, "schemaVersion": 1, "syncScope": {"todos": 1}}),
+            text(
+                {
+                    "type": "handshake",
+                    "messageId": "h",
+                    "nodeId": "n",
+                    "versionVector": {},
+                    "schemaVersion": 1,
+                    "syncScope": {"todos": 1},
+                }
+            ),
             "WRONG_TYPE",
         ),
         (text(batch(op(sequenceNumber=True))), "INVALID_OPERATION"),
         (text(batch(op(sequenceNumber=2**53))), "INVALID_OPERATION"),
-        (text(batch(op(timestamp={"wallTime": 1.5, "logical": 0, "nodeId": "n"}))), "INVALID_OPERATION"),
-        (text(batch(op(timestamp={"wallTime": 1, "logical": -1, "nodeId": "n"}))), "INVALID_OPERATION"),
-        (text(batch(op(timestamp={"wallTime": 1, "logical": 100_000, "nodeId": "n"}))), "INVALID_OPERATION"),
-        (text(batch(op(timestamp={"wallTime": 2**63, "logical": 0, "nodeId": "n"}))), "INVALID_OPERATION"),
+        (
+            text(batch(op(timestamp={"wallTime": 1.5, "logical": 0, "nodeId": "n"}))),
+            "INVALID_OPERATION",
+        ),
+        (
+            text(batch(op(timestamp={"wallTime": 1, "logical": -1, "nodeId": "n"}))),
+            "INVALID_OPERATION",
+        ),
+        (
+            text(batch(op(timestamp={"wallTime": 1, "logical": 100_000, "nodeId": "n"}))),
+            "INVALID_OPERATION",
+        ),
+        (
+            text(batch(op(timestamp={"wallTime": 2**63, "logical": 0, "nodeId": "n"}))),
+            "INVALID_OPERATION",
+        ),
         (text(batch(op(type="upsert"))), "INVALID_OPERATION"),
         (text(batch(op(causalDeps=None))), "INVALID_OPERATION"),
         (text(batch({k: v for k, v in op().items() if k != "timestamp"})), "INVALID_OPERATION"),
@@ -166,7 +217,13 @@ def test_limits_are_configurable_and_enforced() -> None:
     big = op(data={"title": "x" * 400})
     assert refused(text(batch(big)), small).code == "OPERATION_TOO_LARGE"
     vector = {"a": 1, "b": 2, "c": 3}
-    handshake = {"type": "handshake", "messageId": "h", "nodeId": "n", "versionVector": vector, "schemaVersion": 1}
+    handshake = {
+        "type": "handshake",
+        "messageId": "h",
+        "nodeId": "n",
+        "versionVector": vector,
+        "schemaVersion": 1,
+    }
     assert refused(text(handshake), small).code == "VERSION_VECTOR_TOO_LARGE"
     deep = op(data={"a": {"b": {"c": {"d": 1}}}})  # the {"d": 1} object is at depth 7
     assert refused(text(batch(deep)), small).code == "NESTING_TOO_DEEP"
@@ -201,12 +258,16 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 
 
 def test_surrogate_pairs_are_fine() -> None:
-    frame = '{"type":"error","messageId":"\\ud83d\\ude00","code":"C","message":"😀","retriable":false}'
+    frame = (
+        '{"type":"error","messageId":"\\ud83d\\ude00","code":"C","message":"😀","retriable":false}'
+    )
     message = CODEC.decode(frame)
     assert isinstance(message, ErrorMessage)
     assert message.message_id == "😀" == message.message
     # An escaped backslash followed by "ud800" is not an escape.
-    message = CODEC.decode('{"type":"error","messageId":"\\\\ud800","code":"C","message":"m","retriable":false}')
+    message = CODEC.decode(
+        '{"type":"error","messageId":"\\\\ud800","code":"C","message":"m","retriable":false}'
+    )
     assert message.message_id == "\\ud800"
 
 
@@ -215,7 +276,9 @@ def test_side_channel_errors_are_not_fatal() -> None:
     assert (error.code, error.fatal) == ("WRONG_TYPE", False)
     error = refused('{"type":"blob-chunk-response","messageId":"b","requestId":"r"}')
     assert (error.code, error.fatal) == ("MISSING_FIELD", False)
-    error = refused('{"type":"yjs-doc-update","messageId":"y","collection":"c","recordId":"r","field":"f","update":null}')
+    error = refused(
+        '{"type":"yjs-doc-update","messageId":"y","collection":"c","recordId":"r","field":"f","update":null}'
+    )
     assert not error.fatal
     # but not if the frame itself is broken
     assert refused('{"type":"awareness-update","messageId":"a","clientId":1,"states":{},}').fatal
@@ -226,7 +289,9 @@ def test_unknown_fields_are_kept_and_re_encoded_after_the_known_ones() -> None:
     message = CODEC.decode(frame)
     assert isinstance(message, Acknowledgment)
     assert message.extra == {"nodeToken": "t", "x": [1, {"y": None}]}
-    assert message == Acknowledgment(message_id="k", acknowledged_message_id="b", last_sequence_number=3)
+    assert message == Acknowledgment(
+        message_id="k", acknowledged_message_id="b", last_sequence_number=3
+    )
     assert CODEC.encode(message) == (
         '{"type":"acknowledgment","messageId":"k","acknowledgedMessageId":"b",'
         '"lastSequenceNumber":3,"nodeToken":"t","x":[1,{"y":null}]}'
@@ -235,7 +300,10 @@ def test_unknown_fields_are_kept_and_re_encoded_after_the_known_ones() -> None:
 
 def test_extra_that_repeats_a_known_field_cannot_be_encoded() -> None:
     message = Acknowledgment(
-        message_id="k", acknowledged_message_id="b", last_sequence_number=0, extra={"messageId": "x"}
+        message_id="k",
+        acknowledged_message_id="b",
+        last_sequence_number=0,
+        extra={"messageId": "x"},
     )
     with pytest.raises(LocalProtocolError):
         CODEC.encode(message)
@@ -243,7 +311,9 @@ def test_extra_that_repeats_a_known_field_cannot_be_encoded() -> None:
 
 def test_null_optional_fields_count_as_absent() -> None:
     message = CODEC.decode(text({**ACK, "deliverySequence": None}))
-    assert message == Acknowledgment(message_id="k", acknowledged_message_id="b", last_sequence_number=0)
+    assert message == Acknowledgment(
+        message_id="k", acknowledged_message_id="b", last_sequence_number=0
+    )
     assert message.extra == {}
 
 

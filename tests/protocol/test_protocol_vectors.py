@@ -32,7 +32,7 @@ def test_json_frames_vector_encodes_byte_identical(vectors_dir: Path) -> None:
         assert JSON.encode(message) == vector["frame"]
         expected = vector["decoded"]
         assert isinstance(message, OperationBatch)
-        assert message.TYPE == expected["type"]
+        assert expected["type"] == message.TYPE
         assert message.message_id == expected["messageId"]
         assert message.is_final is expected["isFinal"]
         assert message.batch_index == expected["batchIndex"]
@@ -48,7 +48,7 @@ def test_captured_frames_decode_and_re_encode_byte_identical(vectors_dir: Path) 
     seen_types = set()
     for entry in frames:
         message = JSON.decode(entry["frame"])
-        assert message.TYPE == entry["type"]
+        assert entry["type"] == message.TYPE
         assert JSON.encode(message) == entry["frame"]
         assert JSON.decode(entry["frame"].encode("utf-8")) == message
         assert BINARY.decode(BINARY.encode(message)) == message
@@ -71,7 +71,8 @@ def test_captured_operations_keep_their_content_ids(vectors_dir: Path) -> None:
 
 def test_legacy_indexed_byte_record_is_left_alone(vectors_dir: Path) -> None:
     (vector,) = [
-        v for v in load(vectors_dir, "json_frames.json")["decode_behaviour_vectors"]
+        v
+        for v in load(vectors_dir, "json_frames.json")["decode_behaviour_vectors"]
         if v["name"].startswith("legacy indexed byte record")
     ]
     frame = _batch_with_data(vector["op_data"])
@@ -83,7 +84,8 @@ def test_legacy_indexed_byte_record_is_left_alone(vectors_dir: Path) -> None:
 
 def test_tagged_bytes_become_kora_bytes(vectors_dir: Path) -> None:
     (vector,) = [
-        v for v in load(vectors_dir, "json_frames.json")["decode_behaviour_vectors"]
+        v
+        for v in load(vectors_dir, "json_frames.json")["decode_behaviour_vectors"]
         if v["name"] == "tagged bytes"
     ]
     assert list(vector["wire_form"]) == ["__kora_bytes__"]
