@@ -43,7 +43,10 @@ def _within_virtual_time_limit(
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     # Outermost wrapper, so this runs before pytest-trio wraps the test in trio.run.
-    if isinstance(item, pytest.Function) and item.path.is_relative_to(HERE):
-        if inspect.iscoroutinefunction(item.obj):
-            item.obj = _within_virtual_time_limit(item.obj)
+    if (
+        isinstance(item, pytest.Function)
+        and item.path.is_relative_to(HERE)
+        and inspect.iscoroutinefunction(item.obj)
+    ):
+        item.obj = _within_virtual_time_limit(item.obj)
     yield
