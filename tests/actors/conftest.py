@@ -1,10 +1,9 @@
-"""Test set-up for ``actors``: the import path and a virtual-time limit on every async test."""
+"""Test set-up for ``actors``: a virtual-time limit on every async test in this directory."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-import sys
 from collections.abc import Awaitable, Callable, Generator
 from pathlib import Path
 
@@ -12,17 +11,6 @@ import pytest
 import trio
 
 HERE = Path(__file__).resolve().parent
-
-# pytest (import mode "prepend") puts ``tests/`` on ``sys.path`` because of ``tests/conftest.py``;
-# this directory, ``tests/actors``, then looks like a namespace package named ``actors`` and
-# shadows the editable install, whose finder runs after the path finder.  The repository root
-# ahead on ``sys.path`` makes the regular package win.  (A repo-wide fix is
-# ``pythonpath = ["."]`` under ``[tool.pytest.ini_options]``.)
-ROOT = str(HERE.parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-if getattr(sys.modules.get("actors"), "__file__", "") is None:
-    del sys.modules["actors"]  # the namespace stand-in, imported before this ran
 
 #: Seconds on trio's clock after which an async test here fails instead of hanging.  Under
 #: the autojump clock a supervisor that wrongly never gives up would otherwise run for ever.

@@ -83,7 +83,7 @@ def graceful(
     return ChildSpec(
         id=child_id,
         start=lambda wiring: Graceful(wiring, cleanup, log),
-        shutdown=shutdown,  # type: ignore[arg-type]
+        shutdown=shutdown,
     )
 
 
