@@ -63,6 +63,7 @@ class RawWriter:
         self.conn = sqlite3.connect(path, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")
+        self.conn.execute("PRAGMA cache_size = -32768")  # as SQLiteStore
         self.conn.execute("BEGIN IMMEDIATE")
         migrate(self.conn)
         self.conn.execute("COMMIT")
@@ -173,6 +174,7 @@ async def queries(directory: Path) -> None:
         emit("query_100k", "kora", "median_ms", statistics.median(latencies), "ms")
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA cache_size = -32768")
     sql = (
         "SELECT collection, id, data, field_versions, deleted, version, created_version "
         "FROM records WHERE collection = ? AND deleted = 0 "

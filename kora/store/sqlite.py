@@ -66,6 +66,10 @@ _INSERT_OP: Final = f"INSERT INTO ops (rowid, {_OP_COLUMNS}) VALUES (?,?,?,?,?,?
 _RECORD_COLUMNS: Final = (
     "data, field_versions, field_atomic, deleted, version, created_version, last_op_id"
 )
+_INSERT_RECORD: Final = (
+    "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
+    "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?)"
+)
 _UPSERT_RECORD: Final = (
     "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
     "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?) "
@@ -223,16 +227,23 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
             )
     if tx.records:
         known = tx.fields_json
-        conn.executemany(
-            _UPSERT_RECORD,
-            [
-                (state.collection, state.record_id,
-                 known.get(key) or dumps(state.fields), _encode_versions(state),
-                 dumps(state.field_atomic) if state.field_atomic else "{}",
-                 int(state.deleted), state.version, state.created_version, state.last_op_id)
-                for key, state in tx.records.items()
-            ],
-        )  # fmt: skip
+        fresh: list[tuple[Any, ...]] = []
+        changed: list[tuple[Any, ...]] = []
+        for key, state in tx.records.items():
+            text = known.get(key)
+            if text is not None:  # a new record: every field at the record's version
+                fresh.append((state.collection, state.record_id, text, "{}", "{}", 0,
+                              state.version, state.created_version, state.last_op_id))  # fmt: skip
+            else:
+                changed.append((state.collection, state.record_id, dumps(state.fields),
+                                _encode_versions(state),
+                                dumps(state.field_atomic) if state.field_atomic else "{}",
+                                int(state.deleted), state.version, state.created_version,
+                                state.last_op_id))  # fmt: skip
+        if fresh:
+            conn.executemany(_INSERT_RECORD, fresh)
+        if changed:
+            conn.executemany(_UPSERT_RECORD, changed)
     if tx.vv:
         conn.executemany(_RAISE_VV, list(tx.vv.items()))
     if tx.clock_last is not None:
@@ -576,6 +587,9 @@ def _open_connection(
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # 32 MiB of page cache: the op log's id index is random-access and outgrows the
+        # default 2 MiB after some ten thousand operations.
+        conn.execute("PRAGMA cache_size = -32768")
 
         def setup(c: sqlite3.Connection) -> tuple[str, HLCTimestamp | None]:
             migrate(c, target_version)
