@@ -11,7 +11,24 @@ the version): it re-exports ``kora.app``, the top of the layer stack.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the lazy names below, typed for mypy and editors
+    from kora.app import App as App
+    from kora.app import AppStatistics as AppStatistics
+    from kora.app import Collection as Collection
+    from kora.app import Event as Event
+    from kora.app import EventBus as EventBus
+    from kora.app import EventSubscription as EventSubscription
+    from kora.app import Lagged as Lagged
+    from kora.app import Overflow as Overflow
+    from kora.app import Query as Query
+    from kora.app import QueryError as QueryError
+    from kora.app import Transaction as Transaction
+    from kora.app import TransactionCollection as TransactionCollection
+    from kora.app import Watch as Watch
+    from kora.app import open_app as open_app
+    from kora.sync import SyncOptions as SyncOptions
 
 from kora._version import __version__ as __version__
 from kora.core.errors import BrokenError as BrokenError
@@ -89,11 +106,9 @@ __all__ = [
 ]
 
 
-# The names of kora.app and kora.sync are resolved on first access (PEP 562) rather than
-# imported here: kora.server still imports ``__version__`` from this root package, and a
-# static import of kora.app or kora.sync here would make kora.server depend on them
-# (import-linter's layer contract).  Once nothing below kora.app imports the root package,
-# these become plain imports.
+# The names of kora.app and kora.sync are resolved on first access (PEP 562): importing a
+# pure layer such as kora.core or kora.protocol (which imports this package first) then does
+# not load trio, the store and the sync engine as well.
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
         [

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kora import __version__
+from kora._version import __version__
 
 #: Where ``kora serve`` keeps its SQLite database unless told otherwise.
 DEFAULT_DB = "kora-data/server.db"

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from kora import __version__
+from kora._version import __version__
 from kora.server.context import ServerContext
 from kora.server.http import send_bytes, send_json
 from kora.server.logs import fields, get_logger
