@@ -23,10 +23,14 @@ Guarantees every implementation gives (``tests/store/test_contract.py`` checks t
   content id).  Reads are plain queries.
 
 Methods are coroutine functions and must be called from trio.  The store serializes them:
-one transaction at a time.  Change notification: every write returns or carries a
-``ChangeSet``, and ``add_change_listener`` callbacks receive each non-empty one right after
-its commit, in the task that wrote.  Listeners must be quick and must not raise (an
-exception is logged and dropped so that it cannot make a committed write look failed).
+one transaction at a time.  Change notification: ``add_change_listener`` callbacks receive
+the ``ChangeSet`` (collection to record ids) of every committed write that touched records,
+local or remote, right after its commit, in the task that wrote; the result of
+``apply_remote`` carries it too, and ``change_counter`` is a cheap number to poll.
+Listeners must be quick and must not raise (an exception is logged and dropped so that it
+cannot make a committed write look failed).
+
+Not provided yet: re-stamping unacknowledged operations after a clock rebase (spec 3.8).
 """
 
 from __future__ import annotations
