@@ -36,7 +36,7 @@ import attrs
 
 from kora.core.errors import SchemaValidationError, ValidationError
 from kora.core.json_types import JsonObject, JsonValue, copy_json_value
-from kora.core.operation import AtomicOp, AtomicOpType
+from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 
 __all__ = [
     "BYTES_TAG",
@@ -604,6 +604,25 @@ class Schema:
             except ValidationError as exc:
                 raise _error(coll.name, name, f"a JSON value ({exc})", op.value) from None
         return op
+
+    def validate_operation(self, op: Operation) -> None:
+        """Check an operation from a peer against this schema (the server's ingest check).
+
+        Inserts must carry a complete record, updates only known fields with values (or
+        atomic ops) of the right kind, and deletes must name a known collection.
+
+        Raises:
+            SchemaValidationError: As ``validate_insert`` / ``validate_update`` describe.
+        """
+        if op.type is OpType.INSERT:
+            self.validate_insert(op.collection, op.data or {})
+        elif op.type is OpType.UPDATE:
+            changes: dict[str, Any] = dict(op.data or {})
+            for name, atomic in (op.atomic_ops or {}).items():
+                changes[name] = atomic
+            self.validate_update(op.collection, changes)
+        else:
+            self.collection(op.collection)
 
     def to_json(self) -> JsonObject:
         """``{"version": n, "collections": {name: {field: description}}}``."""

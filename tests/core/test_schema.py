@@ -329,3 +329,65 @@ def test_every_kind_has_a_constructor() -> None:
         ]
     }
     assert made == set(FieldKind)
+
+
+# ---------------------------------------------------------------- validate_operation (server ingest)
+
+
+def _op(op_type: str, data: object, atomic: object = None) -> object:
+    from kora.core import HLCTimestamp, create_operation
+
+    return create_operation(
+        node_id="n1",
+        type=op_type,
+        collection="todos",
+        record_id="r1",
+        data=data,
+        previous_data=None if op_type != "update" else dict.fromkeys(data or {}),  # type: ignore[arg-type]
+        timestamp=HLCTimestamp(1_700_000_000_000, 0, "n1"),
+        sequence_number=1,
+        atomic_ops=atomic,
+    )
+
+
+def test_validate_operation_accepts_well_formed_ops() -> None:
+    from kora.core import AtomicOp, AtomicOpType, boolean, define_schema, integer, string
+
+    schema = define_schema(
+        version=1,
+        collections={
+            "todos": {"title": string(), "done": boolean(default=False), "n": integer(default=0)}
+        },
+    )
+    schema.validate_operation(_op("insert", {"title": "milk", "done": False}))
+    schema.validate_operation(_op("update", {"done": True}))
+    schema.validate_operation(_op("update", {"n": 3}, {"n": AtomicOp(AtomicOpType.INCREMENT, 1)}))
+    schema.validate_operation(_op("delete", None))
+
+
+@pytest.mark.parametrize(
+    ("op_type", "data", "field"),
+    [
+        ("insert", {"done": True}, "title"),  # required field missing
+        ("insert", {"title": 5}, "title"),  # wrong kind
+        ("update", {"title": None}, "title"),  # not optional
+        ("update", {"colour": "red"}, "colour"),  # unknown field
+    ],
+)
+def test_validate_operation_names_the_bad_field(op_type: str, data: object, field: str) -> None:
+    from kora.core import SchemaValidationError, boolean, define_schema, string
+
+    schema = define_schema(
+        version=1, collections={"todos": {"title": string(), "done": boolean(default=False)}}
+    )
+    with pytest.raises(SchemaValidationError) as info:
+        schema.validate_operation(_op(op_type, data))
+    assert info.value.field == field
+
+
+def test_validate_operation_rejects_unknown_collection() -> None:
+    from kora.core import SchemaValidationError, define_schema, string
+
+    schema = define_schema(version=1, collections={"notes": {"title": string()}})
+    with pytest.raises(SchemaValidationError):
+        schema.validate_operation(_op("delete", None))
