@@ -76,6 +76,14 @@ class TxWrites:
     vv: dict[str, int] = attrs.field(factory=dict)
     last_local: dict[str, str] = attrs.field(factory=dict)
     clock_last: HLCTimestamp | None = None
+    #: ``ops`` grouped by record, built on the first out-of-order merge, then kept current.
+    pending_by_record: dict[RecordKey, list[Operation]] | None = None
+
+    def add_op(self, op: Operation, encoded: EncodedOp) -> None:
+        self.ops.append(op)
+        self.encoded.append(encoded)
+        if self.pending_by_record is not None:
+            self.pending_by_record.setdefault((op.collection, op.record_id), []).append(op)
 
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""
@@ -244,15 +252,15 @@ class Replica:
             else:
                 records[key] = self._merge(reader, tx, current, op)
                 tx.fields_json.pop(key, None)
-            tx.ops.append(op)
-            tx.encoded.append(
+            tx.add_op(
+                op,
                 (
                     stamp,
                     data_text,
                     None if previous is None else dumps(previous),
                     _encode_atomic(atomic_ops),
                     _deps_json(deps),
-                )
+                ),
             )
             tx.enqueue.append(op.id)
             last_local[collection] = op.id
@@ -310,8 +318,7 @@ class Replica:
             current = tx.records.get(key) or reader.load_record(*key)
             tx.records[key] = self._merge(reader, tx, current, op)
             tx.fields_json.pop(key, None)
-            tx.ops.append(op)
-            tx.encoded.append(encoded)
+            tx.add_op(op, encoded)
             node, seq = op.node_id, op.sequence_number
             if seq > tx.vv.get(node, self.vv.get(node, 0)):
                 tx.vv[node] = seq
@@ -362,7 +369,13 @@ class Replica:
         # Out of HLC order: re-fold the record's whole log, this transaction's ops included.
         key = (op.collection, op.record_id)
         stored = reader.load_record_ops(*key)
-        pending = [o for o in tx.ops if (o.collection, o.record_id) == key]
+        if tx.ops and tx.pending_by_record is None:
+            tx.pending_by_record = {}
+            for earlier in tx.ops:
+                tx.pending_by_record.setdefault((earlier.collection, earlier.record_id), []).append(
+                    earlier
+                )
+        pending = tx.pending_by_record.get(key, []) if tx.pending_by_record else []
         state = fold([*stored, *pending, op])
         assert state is not None
         return state
