@@ -70,9 +70,12 @@ class TxWrites:
     ops: list[Operation] = attrs.field(factory=list)
     encoded: list[EncodedOp] = attrs.field(factory=list)
     enqueue: list[str] = attrs.field(factory=list)
+    #: Final state of every touched record, except the new ones in ``fresh``.
     records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
-    #: JSON of a record's fields when it is already known (an insert reuses its data's).
-    fields_json: dict[RecordKey, str] = attrs.field(factory=dict)
+    #: Records this transaction created with one insert and nothing else: the insert, its
+    #: serialized timestamp and its data's JSON.  Their state is implied (see
+    #: ``fresh_state``), so the hot path builds none; SQLite writes the row directly.
+    fresh: dict[RecordKey, tuple[Operation, str, str]] = attrs.field(factory=dict)
     vv: dict[str, int] = attrs.field(factory=dict)
     last_local: dict[str, str] = attrs.field(factory=dict)
     clock_last: HLCTimestamp | None = None
@@ -88,9 +91,40 @@ class TxWrites:
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""
         touched: dict[str, set[str]] = {}
-        for collection, record_id in self.records:
+        for collection, record_id in (*self.records, *self.fresh):
             touched.setdefault(collection, set()).add(record_id)
         return ChangeSet.of(touched)
+
+    def all_states(self) -> dict[RecordKey, RecordState]:
+        """Every touched record's final state, the fresh ones materialized."""
+        states = dict(self.records)
+        for key, (op, stamp, _) in self.fresh.items():
+            states[key] = fresh_state(op, stamp)
+        return states
+
+    def current(self, key: RecordKey) -> RecordState | None:
+        """The state this transaction gave a record so far (None if untouched)."""
+        state = self.records.get(key)
+        if state is None and key in self.fresh:
+            op, stamp, _ = self.fresh.pop(key)
+            state = self.records[key] = fresh_state(op, stamp)
+        return state
+
+
+def fresh_state(op: Operation, stamp: str) -> RecordState:
+    """What ``kora.merge.apply(None, insert)`` gives, without the general machinery."""
+    fields = op.data or {}
+    return RecordState(
+        collection=op.collection,
+        record_id=op.record_id,
+        fields=fields,
+        field_versions=dict.fromkeys(fields, stamp),
+        field_atomic={},
+        deleted=False,
+        version=stamp,
+        created_version=stamp,
+        last_op_id=op.id,
+    )
 
 
 def _deps_json(deps: list[str]) -> str:
@@ -184,7 +218,7 @@ class Replica:
             else:
                 _check_name("record_id", record_id)
                 key = (collection, record_id)
-                current = records.get(key) or reader.load_record(collection, record_id)
+                current = tx.current(key) or reader.load_record(collection, record_id)
 
             atomic_ops: dict[str, AtomicOp] | None = None
             previous: dict[str, JsonValue] | None = None
@@ -235,23 +269,10 @@ class Replica:
                 atomic_ops=atomic_ops, transaction_id=transaction_id,
                 mutation_name=mutation.mutation_name,
             )  # fmt: skip
-            if current is None and op.data is not None and op_type is OpType.INSERT:
-                records[key] = RecordState(
-                    collection=collection,
-                    record_id=record_id,
-                    fields=op.data,
-                    field_versions=dict.fromkeys(op.data, stamp),
-                    field_atomic={},
-                    deleted=False,
-                    version=stamp,
-                    created_version=stamp,
-                    last_op_id=op.id,
-                )
-                if data_text is not None:
-                    tx.fields_json[key] = data_text
+            if current is None and data_text is not None and op_type is OpType.INSERT:
+                tx.fresh[key] = (op, stamp, data_text)
             else:
                 records[key] = self._merge(reader, tx, current, op)
-                tx.fields_json.pop(key, None)
             tx.add_op(
                 op,
                 (
@@ -315,9 +336,8 @@ class Replica:
             seen.add(op.id)
             claimed[(op.node_id, op.sequence_number)] = op.id
             key = (op.collection, op.record_id)
-            current = tx.records.get(key) or reader.load_record(*key)
+            current = tx.current(key) or reader.load_record(*key)
             tx.records[key] = self._merge(reader, tx, current, op)
-            tx.fields_json.pop(key, None)
             tx.add_op(op, encoded)
             node, seq = op.node_id, op.sequence_number
             if seq > tx.vv.get(node, self.vv.get(node, 0)):

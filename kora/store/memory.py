@@ -94,7 +94,7 @@ class MemoryStore(Store):
             self._ops[op.id] = op
             self._by_node_seq[(op.node_id, op.sequence_number)] = op.id
             self._by_record.setdefault((op.collection, op.record_id), []).append(op.id)
-        for (collection, record_id), state in tx.records.items():
+        for (collection, record_id), state in tx.all_states().items():
             self._records.setdefault(collection, {})[record_id] = state
         for op_id in tx.enqueue:
             self._outbound[op_id] = None

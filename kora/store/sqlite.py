@@ -225,25 +225,25 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
                 "INSERT INTO outbound (op_rowid) VALUES (?)",
                 [(position[op_id],) for op_id in tx.enqueue],
             )
+    if tx.fresh:
+        # New records: every field at the record's version, nothing atomic yet.
+        conn.executemany(
+            _INSERT_RECORD,
+            [
+                (op.collection, op.record_id, text, "{}", "{}", 0, stamp, stamp, op.id)
+                for op, stamp, text in tx.fresh.values()
+            ],
+        )
     if tx.records:
-        known = tx.fields_json
-        fresh: list[tuple[Any, ...]] = []
-        changed: list[tuple[Any, ...]] = []
-        for key, state in tx.records.items():
-            text = known.get(key)
-            if text is not None:  # a new record: every field at the record's version
-                fresh.append((state.collection, state.record_id, text, "{}", "{}", 0,
-                              state.version, state.created_version, state.last_op_id))  # fmt: skip
-            else:
-                changed.append((state.collection, state.record_id, dumps(state.fields),
-                                _encode_versions(state),
-                                dumps(state.field_atomic) if state.field_atomic else "{}",
-                                int(state.deleted), state.version, state.created_version,
-                                state.last_op_id))  # fmt: skip
-        if fresh:
-            conn.executemany(_INSERT_RECORD, fresh)
-        if changed:
-            conn.executemany(_UPSERT_RECORD, changed)
+        conn.executemany(
+            _UPSERT_RECORD,
+            [
+                (state.collection, state.record_id, dumps(state.fields), _encode_versions(state),
+                 dumps(state.field_atomic) if state.field_atomic else "{}", int(state.deleted),
+                 state.version, state.created_version, state.last_op_id)
+                for state in tx.records.values()
+            ],
+        )  # fmt: skip
     if tx.vv:
         conn.executemany(_RAISE_VV, list(tx.vv.items()))
     if tx.clock_last is not None:
