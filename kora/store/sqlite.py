@@ -266,6 +266,7 @@ class SQLiteStore(Store):
         self._physical_clock = physical_clock
         self._limiter = trio.CapacityLimiter(1)
         self._indexes = indexes
+        self._shapes_seen: set[tuple[str, ...]] = set()
         self._closed = False
 
     # ----------------------------------------------------------------- plumbing
@@ -404,11 +405,12 @@ class SQLiteStore(Store):
         force: bool = False,
     ) -> None:
         """Create the index a query shape needs, once (runs in the worker)."""
-        if not fields:
+        if not fields or (not force and tuple(fields) in self._shapes_seen):
             return
         digest = hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:16]
         name = f"kx_{digest}"
         if name in self._indexes or (len(self._indexes) >= MAX_AUTO_INDEXES and not force):
+            self._shapes_seen.add(tuple(fields))
             return
         columns = ", ".join(["collection", "deleted", *map(_query.field_expression, fields)])
         # Not per collection: the planner can use it for any collection equally well, and
@@ -417,6 +419,7 @@ class SQLiteStore(Store):
             conn, lambda c: c.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON records ({columns})')
         )
         self._indexes.add(name)
+        self._shapes_seen.add(tuple(fields))
 
     # ----------------------------------------------------------------------- log
 
