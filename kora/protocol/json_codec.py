@@ -73,10 +73,10 @@ __all__ = ["JsonCodec"]
 _LEGACY_BYTES: Final = "__kora_bytes__"
 _KORA_BYTES: Final = "$koraBytes"
 
-# A JSON string literal (unrolled loop: linear, no backtracking blow-up).
-_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-# A surrogate escape, or a raw surrogate in a str frame: then strings need a closer look.
-_SURROGATE_HINT: Final = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+# A backslash escape inside a JSON string (its second char may be a quote or a backslash).
+_ESCAPE: Final = re.compile(r"\\.", re.DOTALL)
+# A surrogate escape: then the decoded strings need a closer look.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _PARENS: Final = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP: Final = [1 if b == ord("(") else -1 for b in range(256)]
@@ -310,10 +310,13 @@ def _check_depth(text: str, limit: int) -> None:
     """
     if text.count("[") + text.count("{") <= limit:
         return  # cannot be deeper than the number of openers (strings included)
-    # Outside string literals keep only the brackets, as b"(" and b")".  Non-ASCII outside a
-    # string is invalid JSON anyway (the parser reports it), so dropping it here is safe.
-    outside = _STRING.sub("", text).encode("ascii", "ignore")
-    structure = outside.translate(_PARENS, _NOT_BRACKETS)
+    # Drop escapes, then everything between quotes: what is left is outside strings.
+    if "\\" in text:
+        text = _ESCAPE.sub("", text)
+    outside = "".join(text.split('"')[::2])
+    # Keep only the brackets, as b"(" and b")".  Non-ASCII outside a string is invalid
+    # JSON anyway (the parser reports it), so dropping it here is safe.
+    structure = outside.encode("ascii", "ignore").translate(_PARENS, _NOT_BRACKETS)
     too_deep = b"(" * (limit + 1)
     # Each pass deletes the innermost pairs, i.e. one level of the tree; a run of
     # limit + 1 openers (the usual attack) is found by a C-speed substring search.
@@ -352,7 +355,8 @@ def _parse(text: str, limits: Limits) -> Any:
         raise InvalidNumberError(f"number cannot be parsed: {exc}") from exc
     except RecursionError as exc:  # unreachable after the depth scan; kept as a guard
         raise NestingTooDeepError("arrays/objects nest too deeply") from exc
-    if _SURROGATE_HINT.search(text) and _has_lone_surrogate(value):
+    # (A str frame with a raw surrogate was refused before parsing.)
+    if "\\" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise InvalidStringError("a string holds an unpaired UTF-16 surrogate")
     return value
 
@@ -444,10 +448,12 @@ class JsonCodec:
         max_bytes = self.limits.max_frame_bytes
         if isinstance(frame, str):
             text = frame
-            # A code point takes at most 4 UTF-8 bytes: measure only when it could matter.
-            size = len(text)
-            if size * 4 > max_bytes:
-                size = len(text.encode("utf-8", "surrogatepass"))
+            if len(text) > max_bytes:  # every character takes at least one byte
+                raise FrameTooLargeError(f"frame of {len(text)}+ bytes exceeds {max_bytes}")
+            try:
+                size = len(text.encode("utf-8"))  # fast; refuses raw surrogates
+            except UnicodeEncodeError as exc:
+                raise InvalidStringError(f"frame holds an unpaired surrogate: {exc}") from exc
         else:
             size = len(frame)
             if size <= max_bytes:

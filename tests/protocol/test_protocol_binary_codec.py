@@ -27,6 +27,7 @@ from kora.protocol import (
     RemoteProtocolError,
     YjsDocUpdate,
 )
+from kora.protocol._binary_common import MAP_VALUE
 from kora.protocol._pb import regenerate
 from kora.protocol._pb import sync_pb2 as pb
 
@@ -245,16 +246,21 @@ def envelope_with_batch(
     return envelope
 
 
+DETAILS = {f.name for f in pb.OperationDetails.DESCRIPTOR.fields}
+
+
 def good_op(**fields: Any) -> pb.Operation:
-    op = pb.Operation(id=bytes(32), record_text="r", wall_time_delta=1, sequence_delta=1)
-    op.data.SetInParent()
+    op = pb.Operation(
+        id=bytes(32), record_text="r", wall_time_delta=1, sequence_delta=1, data_size=1
+    )
     for name, value in fields.items():
+        target = op.details if name in DETAILS else op
         if isinstance(value, pb.Map | pb.AtomicOps):
-            getattr(op, name).CopyFrom(value)
+            getattr(target, name).CopyFrom(value)
         elif isinstance(value, list):
-            getattr(op, name).extend(value)
+            getattr(target, name).extend(value)
         else:
-            setattr(op, name, value)
+            setattr(target, name, value)
     return op
 
 
@@ -273,16 +279,36 @@ def nested_value(depth: int) -> pb.Value:
     return value
 
 
-def data_with(value: pb.Value, keys: tuple[int, ...] = (0,)) -> pb.Map:
-    data = pb.Map(keys=keys)
-    data.values.append(value)
-    return data
+def data_batch(value: pb.Value, keys: tuple[int, ...] = (0,)) -> pb.Envelope:
+    """A batch of one insert whose data holds ``value`` under the given key indexes."""
+    envelope = envelope_with_batch(good_op(data_size=len(keys) + 1))
+    members = envelope.operation_batch.members
+    members.keys.extend(keys)
+    members.kinds = bytes([MAP_VALUE] * len(keys))
+    members.values.append(value)
+    return envelope
+
+
+def columns_batch(data_size: int = 2, **columns: Any) -> pb.Envelope:
+    """A batch of one insert taking ``data_size - 1`` members of the given columns."""
+    envelope = envelope_with_batch(good_op(data_size=data_size))
+    envelope.operation_batch.members.CopyFrom(pb.Map(**columns))
+    return envelope
 
 
 @pytest.mark.parametrize(
     ("envelope", "code"),
     [
         (pb.Envelope(), "UNKNOWN_MESSAGE_TYPE"),
+        (columns_batch(keys=[0, 0], kinds=bytes([0, 0]), data_size=3), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([9])), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([3])), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([0]), strs=["x"]), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0, 0], kinds=bytes([0])), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[7], kinds=bytes([0])), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([0]), data_size=3), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([0]), data_size=1), "BINARY_DECODE_ERROR"),
+        (columns_batch(keys=[0], kinds=bytes([5]), doubles=[math.nan]), "INVALID_NUMBER"),
         (envelope_with_batch(good_op(node=1)), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(collection=5)), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(id=b"\x01" * 5)), "BINARY_DECODE_ERROR"),
@@ -300,56 +326,48 @@ def data_with(value: pb.Value, keys: tuple[int, ...] = (0,)) -> pb.Map:
         (envelope_with_batch(good_op(dep_refs=[5])), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(dep_texts=["x"])), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(dep_refs=[0], dep_hashes=[b"\x01"])), "BINARY_DECODE_ERROR"),
-        (envelope_with_batch(good_op(data=data_with(pb.Value()))), "BINARY_DECODE_ERROR"),
+        (data_batch(pb.Value()), "BINARY_DECODE_ERROR"),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(int_value=1), keys=(3,)))),
+            data_batch(pb.Value(int_value=1), keys=(3,)),
             "BINARY_DECODE_ERROR",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(int_value=1), keys=(0, 0)))),
+            data_batch(pb.Value(int_value=1), keys=(0, 0)),
             "BINARY_DECODE_ERROR",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(double_value=math.nan)))),
+            data_batch(pb.Value(double_value=math.nan)),
             "INVALID_NUMBER",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(double_value=math.inf)))),
+            data_batch(pb.Value(double_value=math.inf)),
             "INVALID_NUMBER",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(big_int_value="12")))),
+            data_batch(pb.Value(big_int_value="12")),
             "BINARY_DECODE_ERROR",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(big_int_value="1e99")))),
+            data_batch(pb.Value(big_int_value="1e99")),
             "INVALID_NUMBER",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(big_int_value="9" * 5000)))),
+            data_batch(pb.Value(big_int_value="9" * 5000)),
             "INVALID_NUMBER",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(container=5)))),
+            data_batch(pb.Value(container=5)),
             "BINARY_DECODE_ERROR",
         ),
         (
-            envelope_with_batch(good_op(data=data_with(pb.Value(int_value=1, keys=[0])))),
+            data_batch(pb.Value(container=pb.CONTAINER_OBJECT, keys=[0, 0])),
             "BINARY_DECODE_ERROR",
         ),
         (
-            envelope_with_batch(
-                good_op(data=data_with(pb.Value(container=pb.CONTAINER_OBJECT, keys=[0, 0])))
-            ),
+            data_batch(pb.Value(container=pb.CONTAINER_ARRAY, keys=[0])),
             "BINARY_DECODE_ERROR",
         ),
-        (
-            envelope_with_batch(
-                good_op(data=data_with(pb.Value(container=pb.CONTAINER_ARRAY, keys=[0])))
-            ),
-            "BINARY_DECODE_ERROR",
-        ),
-        (envelope_with_batch(good_op(data=data_with(nested_value(80)))), "NESTING_TOO_DEEP"),
+        (data_batch(nested_value(80)), "NESTING_TOO_DEEP"),
         (
             envelope_with_batch(good_op(atomic_ops=pb.AtomicOps(fields=[0], types=[1]))),
             "BINARY_DECODE_ERROR",
@@ -492,3 +510,15 @@ def test_generated_code_is_not_newer_than_the_runtime() -> None:
     runtime = _version(google.protobuf.__version__)
     assert gencode[0] == runtime[0], "gencode and runtime must share the major version"
     assert gencode <= runtime
+
+
+def test_table_references_cannot_amplify_a_small_frame() -> None:
+    # One long key, referenced by every member of many operations: a few KB of frame would
+    # be megabytes of JSON.  The decoder counts what references expand to.
+    long_key = "k" * 50_000
+    ops = [make_op(i, data={long_key: i}) for i in range(100)]
+    frame = CODEC.encode(batch_of(*ops))
+    assert len(frame) < 60_000
+    error = refused(frame, BinaryCodec(Limits(max_frame_bytes=1_000_000)))
+    assert error.code == "FRAME_TOO_LARGE"
+    assert CODEC.decode(frame) == batch_of(*ops)  # within the default 4 MiB it is fine

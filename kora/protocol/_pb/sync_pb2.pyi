@@ -100,12 +100,20 @@ class Value(_message.Message):
     def __init__(self, null_value: _Optional[_Union[NullValue, str]] = ..., bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ..., kora_bytes: _Optional[bytes] = ..., big_int_value: _Optional[str] = ..., container: _Optional[_Union[Container, str]] = ..., items: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., keys: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Map(_message.Message):
-    __slots__ = ("keys", "values")
+    __slots__ = ("keys", "kinds", "ints", "strs", "doubles", "values")
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    INTS_FIELD_NUMBER: _ClassVar[int]
+    STRS_FIELD_NUMBER: _ClassVar[int]
+    DOUBLES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[int]
+    kinds: bytes
+    ints: _containers.RepeatedScalarFieldContainer[int]
+    strs: _containers.RepeatedScalarFieldContainer[str]
+    doubles: _containers.RepeatedScalarFieldContainer[float]
     values: _containers.RepeatedCompositeFieldContainer[Value]
-    def __init__(self, keys: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+    def __init__(self, keys: _Optional[_Iterable[int]] = ..., kinds: _Optional[bytes] = ..., ints: _Optional[_Iterable[int]] = ..., strs: _Optional[_Iterable[str]] = ..., doubles: _Optional[_Iterable[float]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class StringList(_message.Message):
     __slots__ = ("values",)
@@ -196,51 +204,57 @@ class AtomicOps(_message.Message):
     def __init__(self, fields: _Optional[_Iterable[int]] = ..., types: _Optional[_Iterable[_Union[AtomicOpType, str]]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class Operation(_message.Message):
-    __slots__ = ("id", "node", "type", "collection", "record_uuid", "record_text", "data", "previous_data", "wall_time_delta", "logical", "timestamp_node", "sequence_delta", "dep_refs", "dep_hashes", "dep_texts", "schema_version", "atomic_ops", "transaction_id", "mutation_name", "id_text")
+    __slots__ = ("id", "node", "type", "collection", "record_uuid", "record_text", "data_size", "previous_size", "wall_time_delta", "logical", "sequence_delta", "dep_refs", "dep_hashes", "details")
     ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     RECORD_UUID_FIELD_NUMBER: _ClassVar[int]
     RECORD_TEXT_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    PREVIOUS_DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SIZE_FIELD_NUMBER: _ClassVar[int]
     WALL_TIME_DELTA_FIELD_NUMBER: _ClassVar[int]
     LOGICAL_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_NODE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_DELTA_FIELD_NUMBER: _ClassVar[int]
     DEP_REFS_FIELD_NUMBER: _ClassVar[int]
     DEP_HASHES_FIELD_NUMBER: _ClassVar[int]
-    DEP_TEXTS_FIELD_NUMBER: _ClassVar[int]
-    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
-    ATOMIC_OPS_FIELD_NUMBER: _ClassVar[int]
-    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
-    MUTATION_NAME_FIELD_NUMBER: _ClassVar[int]
-    ID_TEXT_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
     id: bytes
     node: int
     type: OpType
     collection: int
     record_uuid: bytes
     record_text: str
-    data: Map
-    previous_data: Map
+    data_size: int
+    previous_size: int
     wall_time_delta: int
     logical: int
-    timestamp_node: int
     sequence_delta: int
     dep_refs: _containers.RepeatedScalarFieldContainer[int]
     dep_hashes: _containers.RepeatedScalarFieldContainer[bytes]
-    dep_texts: _containers.RepeatedScalarFieldContainer[str]
+    details: OperationDetails
+    def __init__(self, id: _Optional[bytes] = ..., node: _Optional[int] = ..., type: _Optional[_Union[OpType, str]] = ..., collection: _Optional[int] = ..., record_uuid: _Optional[bytes] = ..., record_text: _Optional[str] = ..., data_size: _Optional[int] = ..., previous_size: _Optional[int] = ..., wall_time_delta: _Optional[int] = ..., logical: _Optional[int] = ..., sequence_delta: _Optional[int] = ..., dep_refs: _Optional[_Iterable[int]] = ..., dep_hashes: _Optional[_Iterable[bytes]] = ..., details: _Optional[_Union[OperationDetails, _Mapping]] = ...) -> None: ...
+
+class OperationDetails(_message.Message):
+    __slots__ = ("id_text", "timestamp_node", "schema_version", "atomic_ops", "transaction_id", "mutation_name", "dep_texts")
+    ID_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_NODE_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ATOMIC_OPS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEP_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    id_text: str
+    timestamp_node: int
     schema_version: int
     atomic_ops: AtomicOps
     transaction_id: str
     mutation_name: str
-    id_text: str
-    def __init__(self, id: _Optional[bytes] = ..., node: _Optional[int] = ..., type: _Optional[_Union[OpType, str]] = ..., collection: _Optional[int] = ..., record_uuid: _Optional[bytes] = ..., record_text: _Optional[str] = ..., data: _Optional[_Union[Map, _Mapping]] = ..., previous_data: _Optional[_Union[Map, _Mapping]] = ..., wall_time_delta: _Optional[int] = ..., logical: _Optional[int] = ..., timestamp_node: _Optional[int] = ..., sequence_delta: _Optional[int] = ..., dep_refs: _Optional[_Iterable[int]] = ..., dep_hashes: _Optional[_Iterable[bytes]] = ..., dep_texts: _Optional[_Iterable[str]] = ..., schema_version: _Optional[int] = ..., atomic_ops: _Optional[_Union[AtomicOps, _Mapping]] = ..., transaction_id: _Optional[str] = ..., mutation_name: _Optional[str] = ..., id_text: _Optional[str] = ...) -> None: ...
+    dep_texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id_text: _Optional[str] = ..., timestamp_node: _Optional[int] = ..., schema_version: _Optional[int] = ..., atomic_ops: _Optional[_Union[AtomicOps, _Mapping]] = ..., transaction_id: _Optional[str] = ..., mutation_name: _Optional[str] = ..., dep_texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OperationBatch(_message.Message):
-    __slots__ = ("operations", "is_final", "batch_index", "cursor", "total_batches", "base_delivery_sequence", "max_delivery_sequence", "nodes")
+    __slots__ = ("operations", "is_final", "batch_index", "cursor", "total_batches", "base_delivery_sequence", "max_delivery_sequence", "nodes", "members")
     OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     BATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +263,7 @@ class OperationBatch(_message.Message):
     BASE_DELIVERY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_DELIVERY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
     operations: _containers.RepeatedCompositeFieldContainer[Operation]
     is_final: bool
     batch_index: int
@@ -257,7 +272,8 @@ class OperationBatch(_message.Message):
     base_delivery_sequence: int
     max_delivery_sequence: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeId]
-    def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., is_final: _Optional[bool] = ..., batch_index: _Optional[int] = ..., cursor: _Optional[str] = ..., total_batches: _Optional[int] = ..., base_delivery_sequence: _Optional[int] = ..., max_delivery_sequence: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeId, _Mapping]]] = ...) -> None: ...
+    members: Map
+    def __init__(self, operations: _Optional[_Iterable[_Union[Operation, _Mapping]]] = ..., is_final: _Optional[bool] = ..., batch_index: _Optional[int] = ..., cursor: _Optional[str] = ..., total_batches: _Optional[int] = ..., base_delivery_sequence: _Optional[int] = ..., max_delivery_sequence: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeId, _Mapping]]] = ..., members: _Optional[_Union[Map, _Mapping]] = ...) -> None: ...
 
 class Acknowledgment(_message.Message):
     __slots__ = ("acknowledged_text", "acknowledged_uuid", "last_sequence_number", "delivery_sequence")
