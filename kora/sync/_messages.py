@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
 import attrs
+import trio
 
 from actors import Mailbox, Reply
 from kora.core.version_vector import VersionVector
@@ -40,12 +41,18 @@ class Link:
 # ----------------------------------------------------------------------- outbound mailbox
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Attached:
-    """A handshake was accepted on ``link``; ``server_vector`` is the server's vector."""
+    """A handshake was accepted on ``link``; ``server_vector`` is the server's vector.
+
+    ``delta_sent`` is set once the first batches of the handshake delta are on their way,
+    so that the handshake actor lets the receiver start only then: our delta goes out
+    before we answer the server's stream, in the order of the Kora.js client.
+    """
 
     link: Link
     server_vector: VersionVector
+    delta_sent: trio.Event = attrs.field(factory=trio.Event)
 
 
 @attrs.frozen
@@ -95,3 +102,15 @@ Command: TypeAlias = Connect | Disconnect
 
 #: ``emit(name, payload)``: publish an app event (``app.events.emit``).
 EventEmitter: TypeAlias = Callable[[str, Mapping[str, object]], object]
+
+
+async def report_started(task_status: trio.TaskStatus[None]) -> None:
+    """``task_status.started()`` unless the start is being cancelled (then raise Cancelled).
+
+    trio does not move a task whose ``nursery.start`` is already cancelled when it calls
+    ``started()``; ``actors.Supervisor`` shields the child's run scope all the same, so
+    such a child would never be stopped.  A checkpoint right before ``started()`` turns that
+    case into a plain cancelled start (no await between the two, so no window is left).
+    """
+    await trio.lowlevel.checkpoint()
+    task_status.started()

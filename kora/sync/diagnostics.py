@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from actors import Reply
+from kora.sync._messages import report_started
 
 __all__ = [
     "BANDWIDTH_WINDOW",
@@ -300,7 +301,7 @@ class DiagnosticsActor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._events:
-            task_status.started()
+            await report_started(task_status)
             async for event in self._events:
                 if isinstance(event, DiagnosticsQuery):
                     event.reply.send(self._recorder.snapshot(trio.current_time()))

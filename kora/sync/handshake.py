@@ -38,7 +38,7 @@ from kora.protocol.actions import (
 from kora.protocol.errors import RemoteProtocolError
 from kora.protocol.wire_format import WireFormat
 from kora.store import Store
-from kora.sync._messages import Attached, EventEmitter, Link, OutboundMessage
+from kora.sync._messages import Attached, EventEmitter, Link, OutboundMessage, report_started
 from kora.sync._view import ScopeMemo, view_signature
 from kora.sync.diagnostics import ConnectionOpened, MetricMessage
 from kora.sync.errors import ConnectionEnded
@@ -121,7 +121,7 @@ class HandshakeActor:
                     f"no handshake-response within {self._options.connect_timeout} s"
                 )
             await self._accept(accepted)
-            task_status.started()
+            await report_started(task_status)
 
     async def _token(self) -> str | None:
         if self._options.auth is None:
@@ -213,9 +213,10 @@ class HandshakeActor:
                 "attempt": self._attempt.number,
             },
         )
-        await self._outbound.send(
-            Attached(self._link, VersionVector.from_wire(response.version_vector))
-        )
+        attached = Attached(self._link, VersionVector.from_wire(response.version_vector))
+        await self._outbound.send(attached)
+        with trio.move_on_after(self._options.connect_timeout):
+            await attached.delta_sent.wait()
 
     async def _check_clock(self, server_time: int) -> None:
         skew = server_time - self._wall_clock_ms()

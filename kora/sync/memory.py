@@ -61,6 +61,11 @@ class MemoryTransport:
         """True once either end closed the connection."""
         return self._link.closed
 
+    @property
+    def buffered(self) -> int:
+        """Frames the other end sent that this end has not received yet."""
+        return self._incoming.statistics().current_buffer_used
+
     async def send(self, frame: Frame) -> None:
         """Send one frame to the other end (waits while its buffer is full)."""
         if self._link.closed:

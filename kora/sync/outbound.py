@@ -50,6 +50,7 @@ from kora.sync._messages import (
     OutboundMessage,
     QueueChanged,
     Streaming,
+    report_started,
 )
 from kora.sync.diagnostics import BatchRoundTrip, MetricMessage, OperationsSent
 from kora.sync.status import StatusBoard
@@ -151,7 +152,7 @@ class OutboundQueueActor:
         with self._inbox, self._metrics:
             try:
                 await self._refresh_pending()
-                task_status.started()
+                await report_started(task_status)
                 async for message in self._inbox:
                     await self._handle(message)
                     if self._changed.take():
@@ -163,7 +164,10 @@ class OutboundQueueActor:
 
     async def _handle(self, message: OutboundMessage) -> None:
         if isinstance(message, Attached):
-            await self._attach(message.link, message.server_vector)
+            try:
+                await self._attach(message.link, message.server_vector)
+            finally:
+                message.delta_sent.set()
         elif isinstance(message, Detached):
             self._detach(message.link_id)
         elif isinstance(message, BatchAcked):

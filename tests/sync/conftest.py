@@ -21,7 +21,8 @@ async def _harness(
     network = network or MemoryNetwork()
     events: list[tuple[str, dict[str, object]]] = []
     options.setdefault("url", "memory://")
-    sync_options = SyncOptions(transport=network, **options)
+    options.setdefault("transport", network)
+    sync_options = SyncOptions(**options)
 
     def emit(name: str, payload: object) -> None:
         assert isinstance(payload, dict) or hasattr(payload, "items")

@@ -33,7 +33,8 @@ async def test_handshake_delta_and_streaming(harness: HarnessFactory) -> None:
         assert [op.id for op in first.operations + second.operations] == [op.id for op in queued]
         assert (first.batch_index, first.total_batches, first.is_final) == (0, 2, False)
         assert (second.batch_index, second.total_batches, second.is_final) == (1, 2, True)
-        ack = next(m for m in server.messages if isinstance(m, Acknowledgment))
+        # Our delta goes out before we answer the server's stream (the Kora.js order).
+        ack = await server.expect(Acknowledgment)
         assert ack.acknowledged_message_id == delivery.message_id
         assert ack.delivery_sequence == 0
         assert h.engine.status is not SyncStatus.SYNCED
