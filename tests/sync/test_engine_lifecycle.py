@@ -48,7 +48,9 @@ async def test_default_reconnect_delays_are_the_documented_table(
         await h.engine.connect()
         while len(refusing.times) < 9:
             await trio.sleep(1)
-        delays = [round(b - a, 6) for a, b in zip([start, *refusing.times], refusing.times)]
+        delays = [
+            round(b - a, 6) for a, b in zip([start, *refusing.times], refusing.times, strict=False)
+        ]
         assert delays[:8] == [0, 1, 2, 4, 8, 16, 30, 30]
         assert h.engine.status is SyncStatus.OFFLINE
         assert [p["delay"] for p in h.of("sync:reconnecting")][:7] == [1, 2, 4, 8, 16, 30, 30]
@@ -64,14 +66,14 @@ async def test_custom_intervals(
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     refusing = RefusingNetwork()
-    async with harness(
-        transport=refusing, reconnect_interval=0.5, max_reconnect_interval=3.0
-    ) as h:
+    async with harness(transport=refusing, reconnect_interval=0.5, max_reconnect_interval=3.0) as h:
         start = trio.current_time()
         await h.engine.connect()
         while len(refusing.times) < 6:
             await trio.sleep(0.25)
-        delays = [round(b - a, 6) for a, b in zip([start, *refusing.times], refusing.times)]
+        delays = [
+            round(b - a, 6) for a, b in zip([start, *refusing.times], refusing.times, strict=False)
+        ]
         assert delays[:6] == [0, 0.5, 1.0, 2.0, 3.0, 3.0]
 
 
