@@ -45,11 +45,15 @@ __all__ = [
 #: A WebSocket message: ``str`` for a text frame, ``bytes`` for a binary frame.
 Frame: TypeAlias = str | bytes
 
-# Bytes a JSON text may start with (whitespace, then the object's brace).  In kora-pb1 mode
-# only the brace counts: "\n" (0x0a) is also the tag of Envelope.message_id, but "{" (0x7b,
-# field 15 as a group) never starts a frame of ours.
-_JSON_START = frozenset(b" \t\r\n{")
+# A JSON frame starts with "{" (0x7b), possibly after whitespace.  No kora-pb1 frame starts
+# with "{" (it would be field 15 as a group), but "\n" (0x0a) is Envelope.message_id's tag, so
+# whitespace alone proves nothing.
+_WHITESPACE = b" \t\r\n"
 _BRACE = ord("{")
+
+
+def _starts_like_json(frame: bytes | bytearray | memoryview) -> bool:
+    return bytes(frame[:64]).lstrip(_WHITESPACE)[:1] == b"{"
 
 
 class WireFormat(enum.StrEnum):
@@ -122,7 +126,7 @@ class FrameCodec:
                 return self.json.decode(frame)
             assert self._binary is not None
             return self._binary.decode(frame)
-        if first in _JSON_START:
+        if first == _BRACE or _starts_like_json(frame):
             return self.json.decode(frame)
         raise WireFormatMismatchError(
             "binary frame is not UTF-8 JSON and kora-pb1 was not negotiated on this connection"

@@ -55,7 +55,7 @@ def floats(*, json_safe: bool) -> st.SearchStrategy[float]:
     if json_safe:
         # Beyond 2**53 a JS peer prints a double as the integer it is closest to, which a
         # Python decoder reads back as a (different) int: equal for JS, not for Python.
-        return st.floats(min_value=-(2.0**53), max_value=2.0**53)
+        return st.floats(min_value=-(2.0**53 - 1), max_value=2.0**53 - 1)
     return st.floats(allow_nan=False, allow_infinity=False)
 
 

@@ -1,0 +1,33 @@
+"""Reference conversations replayed through our state machines, frame for frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from protocol_replay import conversations, replay_client, replay_server
+
+
+@pytest.fixture(scope="module")
+def captured(vectors_dir: Path) -> dict[tuple[str, str], list]:  # type: ignore[type-arg]
+    return conversations(vectors_dir)
+
+
+def test_every_scenario_is_there(captured: dict) -> None:  # type: ignore[type-arg]
+    assert {scenario for scenario, _ in captured} >= {"json", "auth", "live"}
+
+
+def test_client_session_answers_the_reference_server_like_the_reference_client(
+    captured: dict,  # type: ignore[type-arg]
+) -> None:
+    for connection, lines in captured.items():
+        for ours, theirs in replay_client(lines):
+            assert ours == theirs, connection
+
+
+def test_server_session_answers_the_reference_client_like_the_reference_server(
+    captured: dict,  # type: ignore[type-arg]
+) -> None:
+    for connection, lines in captured.items():
+        for ours, theirs in replay_server(lines):
+            assert ours == theirs, connection
