@@ -166,6 +166,13 @@ class SyncEngine:
         with self._commands.sender() as commands:
             await ask(commands, make, timeout=COMMAND_TIMEOUT)
 
+    def note_local_operation(self) -> None:
+        """Count one local operation just committed (called by the app on
+        ``operation:created``), so that ``pending_operations`` and ``status`` are current
+        at once rather than after the queue actor's next look at the store."""
+        self._changed.set()
+        self._board.pending(self._board.snapshot.pending_operations + 1)
+
     # ------------------------------------------------------------------ status
 
     @property
