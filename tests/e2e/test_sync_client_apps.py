@@ -81,34 +81,33 @@ async def test_writes_on_a_appear_on_b(transport: str) -> None:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_offline_writes_reach_b_after_the_server_returns(transport: str) -> None:
-    async with MemoryServerStore() as store:
-        async with running_server(store) as server:
-            port, url = server.port, server.url
-            async with (
-                kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as a,
-                kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as b,
-            ):
-                assert a.sync is not None
-                assert b.sync is not None
-                await a.sync.connect()
-                await b.sync.connect()
-                await a.collection("todos").insert({"title": "before"})
-                await wait_for_titles(b, ["before"])
-                disconnected = trio.Event()
-                a.events.on("sync:disconnected", lambda event: disconnected.set())
-                server.shutdown()
+    async with MemoryServerStore() as store, running_server(store) as server:
+        port, url = server.port, server.url
+        async with (
+            kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as a,
+            kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as b,
+        ):
+            assert a.sync is not None
+            assert b.sync is not None
+            await a.sync.connect()
+            await b.sync.connect()
+            await a.collection("todos").insert({"title": "before"})
+            await wait_for_titles(b, ["before"])
+            disconnected = trio.Event()
+            a.events.on("sync:disconnected", lambda event: disconnected.set())
+            server.shutdown()
+            with trio.fail_after(15):
+                await disconnected.wait()
+                while a.sync.status != "offline":
+                    await trio.sleep(0.01)
+            for n in range(5):
+                await a.collection("todos").insert({"title": f"offline-{n}"})
+            assert a.sync.pending_operations == 5
+            async with running_server(store, port=port):
                 with trio.fail_after(15):
-                    await disconnected.wait()
-                    while a.sync.status != "offline":
-                        await trio.sleep(0.01)
-                for n in range(5):
-                    await a.collection("todos").insert({"title": f"offline-{n}"})
-                assert a.sync.pending_operations == 5
-                async with running_server(store, port=port):
-                    with trio.fail_after(15):
-                        await a.sync.wait_synced()
-                    await wait_for_titles(b, ["before", *(f"offline-{n}" for n in range(5))])
-                assert (await a.sync.diagnostics()).reconnects >= 1
+                    await a.sync.wait_synced()
+                await wait_for_titles(b, ["before", *(f"offline-{n}" for n in range(5))])
+            assert (await a.sync.diagnostics()).reconnects >= 1
 
 
 CHILD = textwrap.dedent(
@@ -148,21 +147,25 @@ async def test_sigkill_while_offline_loses_and_duplicates_nothing(
         async with running_server(store) as server:
             port, url = server.port, server.url
         # The server is down: the child writes offline, then dies without any cleanup.
-        child = subprocess.Popen(
+        child = await trio.lowlevel.open_process(
             [sys.executable, str(script), str(db), url, transport, str(count)],
             stdout=subprocess.PIPE,
-            text=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         assert child.stdout is not None
-        lines = []
+        lines: list[dict[str, Any]] = []
+        buffer = b""
         with trio.fail_after(60):
             while not lines or "pending" not in lines[-1]:
-                line = await trio.to_thread.run_sync(child.stdout.readline)
-                assert line, "the child exited early"
-                lines.append(json.loads(line))
+                chunk = await child.stdout.receive_some()
+                assert chunk, "the child exited early"
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                lines.extend(json.loads(line) for line in complete if line)
         child.send_signal(signal.SIGKILL)
-        await trio.to_thread.run_sync(child.wait)
+        with trio.fail_after(10):
+            await child.wait()
+        assert child.returncode == -signal.SIGKILL
         written = [line["id"] for line in lines if "id" in line]
         assert len(written) == count
         assert lines[-1]["pending"] == count
