@@ -22,7 +22,9 @@ import attrs
 from kora.protocol import (
     ApplyBatch,
     ClientSession,
+    ErrorMessage,
     Handshake,
+    HandshakeResponse,
     JsonCodec,
     Message,
     OperationBatch,
@@ -139,27 +141,27 @@ def replay_server(lines: list[Line]) -> list[tuple[str, str]]:
                     pending.append(action.batch)
                 assert not isinstance(action, SendFrame), "the server only answers when asked"
             continue
-        if message.TYPE == "handshake-response":
+        if isinstance(message, HandshakeResponse):
             assert session.handshake is not None
-            client_watermark = session.handshake.last_delivery_sequence
+            assert message.server_time is not None
             produced.extend(
                 _as_text(f)
                 for f in _frames(
                     session.accept_handshake(
-                        node_id=message.node_id,  # type: ignore[union-attr]
-                        version_vector=message.version_vector,  # type: ignore[union-attr]
-                        schema_version=message.schema_version,  # type: ignore[union-attr]
-                        server_time=message.server_time,  # type: ignore[union-attr]
-                        delivery_start=client_watermark,
-                        server_max_delivery_sequence=message.server_max_delivery_sequence,  # type: ignore[union-attr]
-                        accepted_scope=message.accepted_scope,  # type: ignore[union-attr]
+                        node_id=message.node_id,
+                        version_vector=message.version_vector,
+                        schema_version=message.schema_version,
+                        server_time=message.server_time,
+                        delivery_start=session.handshake.last_delivery_sequence,
+                        server_max_delivery_sequence=message.server_max_delivery_sequence,
+                        accepted_scope=message.accepted_scope,
                     )
                 )
             )
             # We select "json"; the reference answered "protobuf".
             ours = CODEC.decode(produced[-1])
             produced[-1] = CODEC.encode(
-                attrs.evolve(ours, selected_wire_format=message.selected_wire_format)  # type: ignore[union-attr]
+                attrs.evolve(ours, selected_wire_format=message.selected_wire_format)
             )
         elif isinstance(message, OperationBatch):
             produced.extend(
@@ -177,10 +179,10 @@ def replay_server(lines: list[Line]) -> list[tuple[str, str]]:
         elif message.TYPE == "acknowledgment":
             batch = pending.pop(0)
             produced.extend(_as_text(f) for f in _frames(session.batch_processed(batch.message_id)))
-        elif message.TYPE == "error":
+        elif isinstance(message, ErrorMessage):
             produced.extend(
                 _as_text(f)
-                for f in _frames(session.refuse_handshake(message.code, message.message))  # type: ignore[union-attr]
+                for f in _frames(session.refuse_handshake(message.code, message.message))
             )
         pairs.append((produced.pop(0) if produced else "<nothing>", line.frame))
     return pairs

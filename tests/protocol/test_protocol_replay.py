@@ -5,20 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_replay import conversations, replay_client, replay_server
+from protocol_replay import Line, conversations, replay_client, replay_server
+
+Captured = dict[tuple[str, str], list[Line]]
 
 
 @pytest.fixture(scope="module")
-def captured(vectors_dir: Path) -> dict[tuple[str, str], list]:  # type: ignore[type-arg]
+def captured(vectors_dir: Path) -> Captured:
     return conversations(vectors_dir)
 
 
-def test_every_scenario_is_there(captured: dict) -> None:  # type: ignore[type-arg]
+def test_every_scenario_is_there(captured: Captured) -> None:
     assert {scenario for scenario, _ in captured} >= {"json", "auth", "live"}
 
 
 def test_client_session_answers_the_reference_server_like_the_reference_client(
-    captured: dict,  # type: ignore[type-arg]
+    captured: Captured,
 ) -> None:
     for connection, lines in captured.items():
         for ours, theirs in replay_client(lines):
@@ -26,7 +28,7 @@ def test_client_session_answers_the_reference_server_like_the_reference_client(
 
 
 def test_server_session_answers_the_reference_client_like_the_reference_server(
-    captured: dict,  # type: ignore[type-arg]
+    captured: Captured,
 ) -> None:
     for connection, lines in captured.items():
         for ours, theirs in replay_server(lines):
