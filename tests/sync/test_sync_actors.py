@@ -1,0 +1,448 @@
+"""Each actor of the engine on its own, wired by hand with bounded channels."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from actors import Mailbox
+from kora.core.hlc import HLCTimestamp
+from kora.core.operation import OpType
+from kora.core.version_vector import VersionVector
+from kora.protocol.client import ClientSession, ClientState
+from kora.protocol.json_codec import JsonCodec
+from kora.protocol.messages import (
+    Acknowledgment,
+    ErrorMessage,
+    Handshake,
+    HandshakeResponse,
+    OperationBatch,
+)
+from kora.store import LocalMutation, Store, open_store
+from kora.sync import MemoryNetwork, SyncOptions, Transport, TransportClosed
+from kora.sync._messages import (
+    Attached,
+    BatchAcked,
+    Detached,
+    Link,
+    OutboundMessage,
+    QueueChanged,
+    Streaming,
+)
+from kora.sync._view import ScopeMemo
+from kora.sync.connection import ConnectionActor
+from kora.sync.diagnostics import FrameReceived, FrameSent, MetricMessage, OperationsSent
+from kora.sync.errors import ConnectionEnded
+from kora.sync.handshake import AttemptRecord, HandshakeActor
+from kora.sync.outbound import ChangeFlag, OutboundQueueActor
+from kora.sync.receiver import ReceiverActor
+from kora.sync.scheduler import connection_ended
+from kora.sync.status import StatusBoard, SyncStatus
+from kora.sync.transport import Frame
+
+CODEC = JsonCodec()
+
+
+@contextmanager
+def raises_ended(match: str = "") -> Iterator[list[ConnectionEnded]]:
+    """Expect the block to end the connection (directly or out of a nursery)."""
+    found: list[ConnectionEnded] = []
+    try:
+        yield found
+    except (ConnectionEnded, ExceptionGroup) as exc:
+        ended = connection_ended(exc)
+        assert not ended.reason.startswith("connection failed:"), exc
+        assert match in ended.reason
+        found.append(ended)
+    else:
+        pytest.fail("the connection did not end")
+
+
+def response(**overrides: object) -> str:
+    fields: dict[str, object] = {
+        "message_id": "r1",
+        "node_id": "srv",
+        "version_vector": {},
+        "schema_version": 1,
+        "accepted": True,
+        "selected_wire_format": "json",
+        "server_max_delivery_sequence": 0,
+    }
+    fields.update(overrides)
+    return CODEC.encode(HandshakeResponse(**fields))  # type: ignore[arg-type]
+
+
+def drain(channel: trio.MemoryReceiveChannel[MetricMessage]) -> list[MetricMessage]:
+    got = []
+    while True:
+        try:
+            got.append(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return got
+
+
+async def insert(store: Store, title: str) -> None:
+    await store.write_local(
+        LocalMutation(type=OpType.INSERT, collection="todos", data={"title": title})
+    )
+
+
+# ------------------------------------------------------------------------ ConnectionActor
+
+
+async def test_connection_actor_pumps_frames_and_reports_the_close() -> None:
+    network = MemoryNetwork()
+    out_send, out_receive = trio.open_memory_channel[Frame](4)
+    in_send, in_receive = trio.open_memory_channel[Frame](4)
+    metrics_send, metrics_receive = trio.open_memory_channel[MetricMessage](16)
+    actor = ConnectionActor(
+        factory=network, frames_out=out_receive, frames_in=in_send, metrics=metrics_send
+    )
+    with raises_ended("server went away"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            peer = await network.accept()
+            await out_send.send("to-server")
+            assert await peer.receive() == "to-server"
+            await peer.send("to-client")
+            assert await in_receive.receive() == "to-client"
+            peer.close("server went away")
+    assert drain(metrics_receive) == [FrameSent(9), FrameReceived(9)]
+    assert not network.open_connections
+
+
+async def test_connection_actor_fails_its_start_when_it_cannot_connect() -> None:
+    @asynccontextmanager
+    async def refused() -> AsyncIterator[Transport]:
+        await trio.lowlevel.checkpoint()
+        raise TransportClosed("connection refused")
+        yield  # pragma: no cover
+
+    out_send, out_receive = trio.open_memory_channel[Frame](1)
+    in_send, _ = trio.open_memory_channel[Frame](1)
+    metrics_send, _ = trio.open_memory_channel[MetricMessage](1)
+    actor = ConnectionActor(
+        factory=refused, frames_out=out_receive, frames_in=in_send, metrics=metrics_send
+    )
+    with raises_ended("could not connect: connection refused"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+
+
+async def test_connection_actor_closes_the_transport_when_stopped() -> None:
+    network = MemoryNetwork()
+    _, out_receive = trio.open_memory_channel[Frame](1)
+    in_send, _ = trio.open_memory_channel[Frame](1)
+    metrics_send, _ = trio.open_memory_channel[MetricMessage](1)
+    actor = ConnectionActor(
+        factory=network, frames_out=out_receive, frames_in=in_send, metrics=metrics_send
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run)
+        peer = await network.accept()
+        nursery.cancel_scope.cancel()
+    assert peer.closed
+    with pytest.raises(TransportClosed):
+        await peer.receive()
+
+
+# ------------------------------------------------------------------------ HandshakeActor
+
+
+class HandshakeRig:
+    def __init__(self, store: Store, **options: object) -> None:
+        self.store = store
+        schema_version = options.get("schema_version", 1)
+        assert isinstance(schema_version, int)
+        self.session = ClientSession(
+            node_id=store.node_id, binary=False, schema_version=schema_version
+        )
+        self.frames_out = Mailbox[Frame](8)
+        self.link = Link(1, self.session, self.frames_out)
+        self.in_send, in_receive = trio.open_memory_channel[Frame](8)
+        self.out_receive = self.frames_out.receiver()
+        self.outbound_send, self.outbound = trio.open_memory_channel[OutboundMessage](8)
+        metrics_send, self.metrics = trio.open_memory_channel[MetricMessage](8)
+        self.board = StatusBoard()
+        self.events: list[tuple[str, object]] = []
+        self.attempt = AttemptRecord(number=1)
+        self.scope_memo = ScopeMemo()
+        self.actor = HandshakeActor(
+            link=self.link,
+            store=store,
+            options=SyncOptions(url="memory://", **options),  # type: ignore[arg-type]
+            frames_in=in_receive,
+            frames_out=self.frames_out.sender(),
+            outbound=self.outbound_send,
+            metrics=metrics_send,
+            board=self.board,
+            emit=lambda name, payload: self.events.append((name, dict(payload))),
+            scope_memo=self.scope_memo,
+            attempt=self.attempt,
+            wall_clock_ms=lambda: 1_000_000_000_000,
+        )
+
+    async def run_accepting(self, server_frame: str) -> Attached:
+        async with trio.open_nursery() as nursery:
+
+            async def serve() -> None:
+                CODEC.decode(await self.out_receive.receive())
+                await self.in_send.send(server_frame)
+                attached = await self.outbound.receive()
+                assert isinstance(attached, Attached)
+                attached.delta_sent.set()
+                self.attached = attached
+
+            nursery.start_soon(serve)
+            await nursery.start(self.actor.run)
+        return self.attached
+
+
+async def test_handshake_actor_accepts_and_adopts_the_scope() -> None:
+    tokens = iter(["t1"])
+
+    async def auth() -> str:
+        return next(tokens)
+
+    async with open_store(None) as store:
+        await store.set_delivery_watermark("", 7)
+        rig = HandshakeRig(store, auth=auth)
+        scope = {"todos": {"userId": "alice"}}
+        attached = await rig.run_accepting(
+            response(accepted_scope=scope, version_vector={"srv": 4})
+        )
+        assert rig.session.state is ClientState.SYNCING
+        assert attached.server_vector == VersionVector.from_wire({"srv": 4})
+        assert rig.scope_memo.scope == scope
+        assert rig.attempt.accepted
+        assert rig.board.snapshot.status is SyncStatus.CONNECTED
+        assert [name for name, _ in rig.events] == ["sync:connected"]
+        # The scope differs from the one we sent: the watermark of the new view starts at 0.
+        assert rig.session.watermark == 0
+
+
+async def test_handshake_actor_sends_token_vector_and_watermark() -> None:
+    async def auth() -> str:
+        return "secret"
+
+    async with open_store(None) as store:
+        await insert(store, "x")
+        await store.set_delivery_watermark("", 3)
+        rig = HandshakeRig(store, auth=auth, schema_version=2)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(rig.actor.run)
+            handshake = CODEC.decode(await rig.out_receive.receive())
+            nursery.cancel_scope.cancel()
+    assert isinstance(handshake, Handshake)
+    assert handshake.auth_token == "secret"
+    assert handshake.version_vector == {store.node_id: 1}
+    assert handshake.last_delivery_sequence == 3
+    assert handshake.schema_version == 2
+    assert handshake.supported_wire_formats == ("json",)
+
+
+@pytest.mark.parametrize(
+    ("server_frame", "expected"),
+    [
+        (
+            response(accepted=False, reject_reason="SCHEMA_MISMATCH: no", schema_version=2),
+            {"fatal": True, "retry": False, "auth_failed": False},
+        ),
+        (
+            CODEC.encode(
+                ErrorMessage(message_id="e", code="AUTH_FAILED", message="no", retriable=False)
+            ),
+            {"fatal": False, "retry": False, "auth_failed": True},
+        ),
+        (
+            CODEC.encode(
+                ErrorMessage(message_id="e", code="MAX_CONNECTIONS", message="full", retriable=True)
+            ),
+            {"fatal": False, "retry": True, "auth_failed": False},
+        ),
+    ],
+)
+async def test_handshake_actor_refusals(server_frame: str, expected: dict[str, bool]) -> None:
+    async with open_store(None) as store:
+        rig = HandshakeRig(store)
+        with raises_ended() as caught:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(rig.actor.run)
+                await rig.out_receive.receive()
+                await rig.in_send.send(server_frame)
+    ended = caught[0]
+    assert {"fatal": ended.fatal, "retry": ended.retry, "auth_failed": ended.auth_failed} == (
+        expected
+    )
+    assert rig.board.snapshot.status is SyncStatus.OFFLINE
+
+
+async def test_handshake_actor_times_out(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_store(None) as store:
+        rig = HandshakeRig(store, connect_timeout=5.0)
+        start = trio.current_time()
+        with raises_ended("no handshake-response within 5.0 s"):
+            await rig.actor.run()
+        assert trio.current_time() - start == 5.0
+
+
+async def test_handshake_actor_reports_clock_skew_it_cannot_rebase() -> None:
+    server_now = 1_000_000_000_000
+    async with open_store(None, physical_clock=lambda: server_now + 120_000) as store:
+        await insert(store, "from the future")
+        last = await store.last_timestamp()
+        assert isinstance(last, HLCTimestamp)
+        rig = HandshakeRig(store)
+        await rig.run_accepting(response(server_time=server_now))
+    (skew,) = [payload for name, payload in rig.events if name == "sync:clock-skew"]
+    assert skew == {"skew_ms": 0, "severity": "fast", "rebased": False}
+
+
+# ------------------------------------------------------------------------ ReceiverActor
+
+
+class ReceiverRig:
+    def __init__(self, store: Store, *, ack_timeout: float = 30.0) -> None:
+        self.session = ClientSession(node_id=store.node_id, binary=False)
+        self.session.handshake(version_vector={})
+        self.session.receive_frame(response())
+        self.frames_out = Mailbox[Frame](8)
+        self.out_receive = self.frames_out.receiver()
+        self.link = Link(5, self.session, self.frames_out)
+        self.in_send, in_receive = trio.open_memory_channel[Frame](8)
+        self.outbound_send, self.outbound = trio.open_memory_channel[OutboundMessage](8)
+        metrics_send, self.metrics = trio.open_memory_channel[MetricMessage](8)
+        self.events: list[tuple[str, object]] = []
+        self.actor = ReceiverActor(
+            link=self.link,
+            store=store,
+            view="",
+            ack_timeout=ack_timeout,
+            frames_in=in_receive,
+            frames_out=self.frames_out.sender(),
+            outbound=self.outbound_send,
+            metrics=metrics_send,
+            board=StatusBoard(),
+            emit=lambda name, payload: self.events.append((name, dict(payload))),
+        )
+
+
+async def test_receiver_applies_acknowledges_and_forwards_our_acks() -> None:
+    async with open_store(None) as other, open_store(None) as store:
+        op = await other.write_local(
+            LocalMutation(type=OpType.INSERT, collection="todos", data={"n": 1})
+        )
+        rig = ReceiverRig(store)
+        (ours,) = rig.session.send_batch([], is_final=True, total_batches=1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.actor.run)
+            batch = OperationBatch(
+                message_id="d1",
+                operations=(op,),
+                is_final=True,
+                batch_index=0,
+                base_delivery_sequence=0,
+                max_delivery_sequence=1,
+            )
+            await rig.in_send.send(CODEC.encode(batch))
+            ack = CODEC.decode(await rig.out_receive.receive())
+            assert isinstance(ack, Acknowledgment)
+            assert (ack.acknowledged_message_id, ack.delivery_sequence) == ("d1", 1)
+            assert await store.get("todos", op.record_id) is not None
+            assert await store.delivery_watermark("") == 1
+            await rig.in_send.send(
+                CODEC.encode(
+                    Acknowledgment(
+                        message_id="a1",
+                        acknowledged_message_id=ours.message.message_id,
+                        last_sequence_number=0,
+                    )
+                )
+            )
+            acked = await rig.outbound.receive()
+            assert isinstance(acked, BatchAcked)
+            assert (acked.link_id, acked.message_id) == (5, ours.message.message_id)
+            assert isinstance(await rig.outbound.receive(), Streaming)
+            nursery.cancel_scope.cancel()
+        assert [name for name, _ in rig.events] == ["sync:received"]
+
+
+async def test_receiver_ends_the_connection_on_auth_failure() -> None:
+    async with open_store(None) as store:
+        rig = ReceiverRig(store)
+        await rig.in_send.send(
+            CODEC.encode(
+                ErrorMessage(message_id="e", code="AUTH_FAILED", message="expired", retriable=False)
+            )
+        )
+        with raises_ended("expired") as caught:
+            await rig.actor.run()
+        assert caught[0].auth_failed
+
+
+async def test_receiver_ack_watchdog(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_store(None) as store:
+        rig = ReceiverRig(store, ack_timeout=30.0)
+        (ours,) = rig.session.send_batch([], is_final=True)
+        start = trio.current_time()
+        with raises_ended("Timed out waiting for acknowledgment"):
+            await rig.actor.run()
+        assert trio.current_time() - start == pytest.approx(30.0)
+        assert rig.session.in_flight[0].message_id == ours.message.message_id
+
+
+# ------------------------------------------------------------------------ OutboundQueueActor
+
+
+async def test_outbound_actor_sends_the_delta_and_dequeues_on_ack() -> None:
+    async with open_store(None) as store:
+        for n in range(3):
+            await insert(store, f"t{n}")
+        inbox_send, inbox = trio.open_memory_channel[OutboundMessage](8)
+        metrics_send, metrics = trio.open_memory_channel[MetricMessage](32)
+        board = StatusBoard()
+        events: list[str] = []
+        actor = OutboundQueueActor(
+            store=store,
+            batch_size=2,
+            inbox=inbox,
+            metrics=metrics_send,
+            board=board,
+            emit=lambda name, payload: events.append(name),
+            changed=ChangeFlag(),
+        )
+        session = ClientSession(node_id=store.node_id, binary=False, window=4)
+        session.handshake(version_vector={})
+        session.receive_frame(response())
+        frames = Mailbox[Frame](8)
+        link = Link(9, session, frames)
+        sent = frames.receiver()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            assert board.snapshot.pending_operations == 3
+            await inbox_send.send(Attached(link, VersionVector()))
+            batches = [CODEC.decode(await sent.receive()) for _ in range(2)]
+            assert [len(b.operations) for b in batches] == [2, 1]  # type: ignore[union-attr]
+            for batch in batches:
+                await inbox_send.send(BatchAcked(9, batch.message_id, trio.current_time()))
+            await inbox_send.send(BatchAcked(99, "stale", trio.current_time()))  # ignored
+            await trio.testing.wait_all_tasks_blocked()
+            assert await store.pending_count() == 0
+            assert board.snapshot.pending_operations == 0
+            await inbox_send.send(Detached(9))
+            await insert(store, "after")
+            await inbox_send.send(QueueChanged())
+            await trio.testing.wait_all_tasks_blocked()
+            assert sent.statistics().current_buffer_used == 0  # detached: nothing sent
+            assert board.snapshot.pending_operations == 1
+            nursery.cancel_scope.cancel()
+        assert [m for m in drain(metrics) if isinstance(m, OperationsSent)] == [
+            OperationsSent(2),
+            OperationsSent(1),
+        ]
+        assert events.count("sync:sent") == 2
+        assert events.count("sync:acknowledged") == 2
