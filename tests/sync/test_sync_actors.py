@@ -51,15 +51,17 @@ CODEC = JsonCodec()
 def raises_ended(match: str = "") -> Iterator[list[ConnectionEnded]]:
     """Expect the block to end the connection (directly or out of a nursery)."""
     found: list[ConnectionEnded] = []
+    caught: BaseException | None = None
     try:
         yield found
     except (ConnectionEnded, ExceptionGroup) as exc:
-        ended = connection_ended(exc)
-        assert not ended.reason.startswith("connection failed:"), exc
-        assert match in ended.reason
-        found.append(ended)
-    else:
+        caught = exc
+    if caught is None:
         pytest.fail("the connection did not end")
+    ended = connection_ended(caught)
+    assert not ended.reason.startswith("connection failed:"), caught
+    assert match in ended.reason
+    found.append(ended)
 
 
 def response(**overrides: object) -> str:
@@ -122,7 +124,7 @@ async def test_connection_actor_fails_its_start_when_it_cannot_connect() -> None
         raise TransportClosed("connection refused")
         yield  # pragma: no cover
 
-    out_send, out_receive = trio.open_memory_channel[Frame](1)
+    _, out_receive = trio.open_memory_channel[Frame](1)
     in_send, _ = trio.open_memory_channel[Frame](1)
     metrics_send, _ = trio.open_memory_channel[MetricMessage](1)
     actor = ConnectionActor(
