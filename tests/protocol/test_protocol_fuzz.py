@@ -170,7 +170,9 @@ def test_json_decoder_fuzz(vectors_dir: Path) -> None:
     outcomes = run(JSON.decode, json_mutations(rng, valid), FRAMES_PER_CODEC)
     print(outcomes)
     assert sum(outcomes.values()) == FRAMES_PER_CODEC
-    assert len(outcomes) > 8  # the mutations reach many different checks
+    # The mutations reach many different checks, and some frames survive them.
+    assert len(outcomes) >= 6
+    assert outcomes.get("ok", 0) > 0
 
 
 def test_binary_decoder_fuzz(vectors_dir: Path) -> None:
@@ -179,7 +181,7 @@ def test_binary_decoder_fuzz(vectors_dir: Path) -> None:
     outcomes = run(BINARY.decode, binary_mutations(rng, valid), FRAMES_PER_CODEC)
     print(outcomes)
     assert sum(outcomes.values()) == FRAMES_PER_CODEC
-    assert len(outcomes) > 4
+    assert {"ok", "BINARY_DECODE_ERROR", "UNKNOWN_MESSAGE_TYPE"} <= outcomes.keys()
 
 
 # ---------------------------------------------------------------- work grows linearly
