@@ -19,7 +19,6 @@ from pathlib import Path
 
 import attrs
 import trio
-import trio.lowlevel
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -95,14 +94,7 @@ async def run_child(
     The child's stderr goes to the file ``log``: a pipe nobody drains would stall a server
     that logs every connection.
     """
-    async with await trio.Path(log).open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            preexec_fn=_die_with_parent,
-        )
+    process = _spawn(argv, log)
     try:
         with trio.fail_after(startup_timeout):
             while True:
@@ -122,14 +114,29 @@ async def run_child(
             await _stop(process)
 
 
-async def _stop(process: trio.Process) -> None:
+def _spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    # Popen from the main thread on purpose: PR_SET_PDEATHSIG fires when the *thread* that
+    # forked the child ends, and trio.lowlevel.open_process forks from a worker thread that
+    # is retired after a few idle seconds (the child got SIGKILL mid-run).
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=_die_with_parent,
+        )
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(5):
-            await process.wait()
+            while process.poll() is None:
+                await trio.sleep(0.02)
     if process.poll() is None:
         process.kill()
-    await process.wait()
+    process.wait()
 
 
 def kora_serve_argv(port: int, db: str) -> list[str]:
