@@ -58,20 +58,20 @@ class Target:
 class Report:
     """Collects rows as they are measured and prints each one as a JSON line at once."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, out: TextIO | None = None) -> None:
         self.rows: list[Row] = []
         self.notes: list[str] = []
-        self._out = out
+        self._out = out  # None: whatever sys.stdout is when a row is printed
 
     def emit(self, scenario: str, system: str, metric: str, value: float, unit: str) -> None:
         row = Row(scenario, system, metric, round(float(value), 4), unit)
         self.rows.append(row)
-        print(row.as_json(), file=self._out, flush=True)
+        print(row.as_json(), file=self._out or sys.stdout, flush=True)
 
     def note(self, text: str) -> None:
         """Something the reader of the table must know (a skipped scenario, a failure)."""
         self.notes.append(text)
-        print(f"# {text}", file=self._out, flush=True)
+        print(f"# {text}", file=self._out or sys.stdout, flush=True)
 
     def get(self, scenario: str, system: str, metric: str) -> float | None:
         for row in reversed(self.rows):

@@ -1,0 +1,143 @@
+"""Sanity of ``python -m bench`` at tiny sizes (``--quick``): it runs, every figure is a
+well-formed JSON line, the table and the targets are printed.  No timing assertions: the
+figures themselves belong to ``make bench``.
+
+The peer (pycrdt-websocket) is only in the ``bench`` extra; without it the runs skip it and
+say so.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import QUICK, main
+from bench.driver import peer
+from bench.driver.report import FLOOR, KORA, PEER, Report, Target, percentile
+
+ROOT = Path(__file__).resolve().parents[2]
+ROW_KEYS = {"scenario", "system", "metric", "value", "unit"}
+
+
+def _rows(output: str) -> list[dict[str, object]]:
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    for row in rows:
+        assert set(row) == ROW_KEYS, row
+        assert row["system"] in (KORA, PEER, FLOOR)
+        assert isinstance(row["value"], int | float), row
+        assert math.isfinite(row["value"]), row
+    return rows
+
+
+def _notes(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("note: ")]
+
+
+def _measured(rows: list[dict[str, object]], system: str) -> set[str]:
+    return {str(row["scenario"]) for row in rows if row["system"] == system}
+
+
+# ------------------------------------------------------------------------ report pieces
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 51.0  # index round(0.5 * 99) = 50 (banker's rounding)
+    assert percentile(values, 99) == 99.0
+    assert percentile(list(reversed(values)), 0) == 1.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_table_puts_systems_side_by_side_with_ratios() -> None:
+    report = Report(out=io.StringIO())
+    report.emit("latency", KORA, "p50_ms", 2.0, "ms")
+    report.emit("latency", PEER, "p50_ms", 4.0, "ms")
+    report.emit("latency", FLOOR, "p50_ms", 0.5, "ms")
+    report.emit("memory", KORA, "per_idle_conn_kib", 40.0, "KiB")
+    lines = report.table().splitlines()
+    latency = next(line for line in lines if line.startswith("latency"))
+    assert latency.split()[-2:] == ["0.50", "4.00"]  # kora/pycrdt, kora/floor
+    memory = next(line for line in lines if line.startswith("memory"))
+    assert memory.split()[-2:] == ["-", "-"]
+
+
+def test_verdicts_pass_fail_and_missing() -> None:
+    report = Report(out=io.StringIO())
+    report.emit("throughput", KORA, "ops_per_s", 300.0, "ops/s")
+    report.emit("throughput", PEER, "ops_per_s", 3000.0, "ops/s")
+    report.emit("fanout", KORA, "p99_ms", 20.0, "ms")
+    targets = [
+        Target(
+            "fast",
+            10.0,
+            lambda r: r.ratio(("throughput", KORA, "ops_per_s"), ("throughput", PEER, "ops_per_s")),
+            "x",
+            higher_is_better=True,
+        ),
+        Target("fanout", 50.0, lambda r: r.get("fanout", KORA, "p99_ms"), "ms"),
+        Target("memory", 64.0, lambda r: r.get("memory", KORA, "per_idle_conn_kib"), "KiB"),
+    ]
+    assert [v for v, _ in report.verdicts(targets)] == ["FAIL", "PASS", "N/A"]
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def test_quick_run_with_own_servers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--quick", "--scenarios", "floors,latency,memory"]) == 0
+    output = capsys.readouterr().out
+    rows = _rows(output)
+    assert {"latency", "memory"} <= _measured(rows, KORA)
+    assert {"latency", "floor_sqlite"} <= _measured(rows, FLOOR)
+    if peer.available():
+        assert {"latency", "memory"} <= _measured(rows, PEER)
+    else:
+        assert any("pycrdt-websocket is not installed" in n for n in _notes(output))
+    assert not [n for n in _notes(output) if "failed" in n]
+    assert re.search(r"^scenario +metric +unit +kora +pycrdt +floor", output, re.MULTILINE)
+    verdicts = re.findall(r"^(PASS|FAIL|N/A) ", output, re.MULTILINE)
+    assert len(verdicts) == 7
+
+
+@pytest.fixture
+def kora_server(tmp_path: Path) -> Iterator[str]:
+    """A ``kora serve`` on a free port; yields its ws:// URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kora.cli", "serve", "--port", "0", "--db", str(tmp_path / "s.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"ws://127\.0\.0\.1:\d+/", line)
+        assert match, f"kora serve printed {line!r}"
+        yield match.group(0)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_quick_run_against_server_url(kora_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    scenarios = "throughput,initial_sync,fanout,wire_bytes,memory"
+    assert (
+        main(["--quick", "--no-peer", "--server-url", kora_server, "--scenarios", scenarios]) == 0
+    )
+    output = capsys.readouterr().out
+    rows = _rows(output)
+    initial = f"initial_sync_{QUICK.init_sizes[0]}"
+    assert _measured(rows, KORA) >= {"throughput", initial, "fanout", "wire_bytes"}
+    assert _measured(rows, PEER) == set()
+    notes = _notes(output)
+    assert any("memory: skipped for --server-url" in n for n in notes)
+    assert not [n for n in notes if "failed" in n]
