@@ -6,6 +6,7 @@ Nothing here does I/O or imports trio: frames go in, messages, frames and action
 * ``JsonCodec``: the reference-compatible JSON format; ``BinaryCodec``: our ``kora-pb1``.
 * ``FrameCodec`` and ``WireFormat``: per-connection negotiation and frame-type dispatch.
 * ``ClientSession`` and ``ServerSession``: the two roles as state machines.
+* ``MalformedOperation``: what a lenient decode reports per malformed operation.
 * ``Limits`` and the ``ProtocolError`` hierarchy.
 
 See docs/protocol.md.
@@ -57,6 +58,7 @@ from kora.protocol.errors import (
 )
 from kora.protocol.json_codec import JsonCodec
 from kora.protocol.limits import DEFAULT_LIMITS, MAX_SAFE_INTEGER, Limits
+from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import (
     MESSAGE_TYPES,
     SIDE_CHANNEL_TYPES,
@@ -124,6 +126,7 @@ __all__ = [
     "JsonCodec",
     "Limits",
     "LocalProtocolError",
+    "MalformedOperation",
     "Message",
     "MissingFieldError",
     "NestingTooDeepError",

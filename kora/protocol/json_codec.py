@@ -51,6 +51,7 @@ from kora.protocol.errors import (
     WrongTypeError,
 )
 from kora.protocol.limits import DEFAULT_LIMITS, MAX_SAFE_INTEGER, Limits
+from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import (
     MESSAGE_TYPES,
     SIDE_CHANNEL_TYPES,
@@ -445,6 +446,35 @@ class JsonCodec:
                 wrong.  Errors inside a side-channel message (awareness, yjs, blob) are
                 not ``fatal``: drop the frame and keep the session.
         """
+        return self._decode(frame, None)
+
+    def decode_lenient(
+        self, frame: str | bytes | bytearray | memoryview
+    ) -> tuple[Message, tuple[MalformedOperation, ...]]:
+        """``decode``, but an ``operation-batch`` keeps going past malformed operations.
+
+        Each operation that fails its own checks (``INVALID_OPERATION``, or
+        ``OPERATION_TOO_LARGE``) is set aside as a ``MalformedOperation`` when it names
+        itself (string ``id``, ``collection`` and ``recordId``); the batch comes back with
+        the others, in order.  The envelope gets every check of ``decode``.
+
+        Returns:
+            The message, and the malformed operations in batch order (empty for anything
+            but a batch that had some).
+
+        Raises:
+            RemoteProtocolError: As ``decode``; also for a malformed operation that does
+                not name itself.
+        """
+        malformed: list[MalformedOperation] = []
+        message = self._decode(frame, malformed)
+        return message, tuple(malformed)
+
+    def _decode(
+        self,
+        frame: str | bytes | bytearray | memoryview,
+        malformed: list[MalformedOperation] | None,
+    ) -> Message:
         max_bytes = self.limits.max_frame_bytes
         if isinstance(frame, str):
             text = frame
@@ -466,9 +496,11 @@ class JsonCodec:
         value = _parse(text, self.limits)
         if type(value) is not dict:
             raise InvalidJsonError(f"a frame must hold a JSON object, got {_type_name(value)}")
-        return self._message(value, size)
+        return self._message(value, size, malformed)
 
-    def _message(self, wire: dict[str, Any], size: int) -> Message:
+    def _message(
+        self, wire: dict[str, Any], size: int, malformed: list[MalformedOperation] | None
+    ) -> Message:
         type_ = wire.get("type")
         if type_ is None:
             raise MissingFieldError("message has no type")
@@ -478,13 +510,19 @@ class JsonCodec:
         if cls is None:
             raise UnknownMessageTypeError(f"unknown message type {type_[:80]!r}")
         try:
-            return self._fields(cls, wire, size)
+            return self._fields(cls, wire, size, malformed)
         except RemoteProtocolError as exc:
             if type_ in SIDE_CHANNEL_TYPES:
                 exc.fatal = False  # spec 1.4: never let a side channel end a session
             raise
 
-    def _fields(self, cls: type[Message], wire: dict[str, Any], size: int) -> Message:
+    def _fields(
+        self,
+        cls: type[Message],
+        wire: dict[str, Any],
+        size: int,
+        malformed: list[MalformedOperation] | None,
+    ) -> Message:
         limits = self.limits
         message_id = wire.get("messageId")
         if message_id is None:
@@ -497,21 +535,41 @@ class JsonCodec:
                 continue
             values[attribute] = check(wire_name, wire[wire_name], limits)
         if cls is OperationBatch:
-            values["operations"] = self._operations(values["operations"], size)
+            values["operations"] = self._operations(values["operations"], size, malformed)
         if len(wire) > len(values) + 1:
             known = _KNOWN_KEYS[cls.TYPE]
             values["extra"] = {k: v for k, v in wire.items() if k not in known}
         return cls(**values)
 
-    def _operations(self, wires: Sequence[Any], frame_size: int) -> tuple[Operation, ...]:
+    def _operations(
+        self, wires: Sequence[Any], frame_size: int, malformed: list[MalformedOperation] | None
+    ) -> tuple[Operation, ...]:
         max_op = self.limits.max_operation_bytes
         # An operation's compact JSON is no longer than the text it came from (up to number
         # re-formatting), so small frames need no per-operation measuring.
-        if frame_size > max_op:
-            for position, wire in enumerate(wires):
-                op_size = _operation_size(wire)
-                if op_size > max_op:
-                    raise OperationTooLargeError(
-                        f"operation {position} has {op_size} bytes of JSON (limit {max_op})"
-                    )
-        return tuple(_operation(wire, position) for position, wire in enumerate(wires))
+        measure = frame_size > max_op
+        if malformed is None:
+            if measure:
+                for position, wire in enumerate(wires):
+                    _check_operation_size(wire, position, max_op)
+            return tuple(_operation(wire, position) for position, wire in enumerate(wires))
+        operations: list[Operation] = []
+        for position, wire in enumerate(wires):
+            try:
+                if measure:
+                    _check_operation_size(wire, position, max_op)
+                operations.append(_operation(wire, position))
+            except (InvalidOperationError, OperationTooLargeError) as exc:
+                named = MalformedOperation.named(position, wire, exc)
+                if named is None:
+                    raise
+                malformed.append(named)
+        return tuple(operations)
+
+
+def _check_operation_size(wire: object, position: int, max_op: int) -> None:
+    op_size = _operation_size(wire)
+    if op_size > max_op:
+        raise OperationTooLargeError(
+            f"operation {position} has {op_size} bytes of JSON (limit {max_op})"
+        )

@@ -31,6 +31,7 @@ from kora.protocol.binary_codec import BinaryCodec
 from kora.protocol.errors import LocalProtocolError, WireFormatMismatchError
 from kora.protocol.json_codec import JsonCodec
 from kora.protocol.limits import DEFAULT_LIMITS, Limits
+from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import Message
 
 __all__ = [
@@ -116,18 +117,38 @@ class FrameCodec:
         Raises:
             RemoteProtocolError: If the frame does not decode (see the module docstring).
         """
-        if isinstance(frame, str):
+        if self._is_json(frame):
             return self.json.decode(frame)
+        assert self._binary is not None and not isinstance(frame, str)
+        return self._binary.decode(frame)
+
+    def decode_lenient(
+        self, frame: Frame | bytearray | memoryview
+    ) -> tuple[Message, tuple[MalformedOperation, ...]]:
+        """``decode``, with a batch's malformed operations set aside one by one.
+
+        JSON frames only (``JsonCodec.decode_lenient``).  A ``kora-pb1`` frame is decoded
+        strictly: its operations share the batch's tables and deltas, so a bad one is a
+        broken encoder rather than one bad record, and the frame fails whole.
+        """
+        if self._is_json(frame):
+            return self.json.decode_lenient(frame)
+        assert self._binary is not None and not isinstance(frame, str)
+        return self._binary.decode(frame), ()
+
+    def _is_json(self, frame: Frame | bytearray | memoryview) -> bool:
+        """Whether ``frame`` goes to the JSON decoder (else to the negotiated binary one)."""
+        if isinstance(frame, str):
+            return True
         if not isinstance(frame, bytes | bytearray | memoryview):
             raise LocalProtocolError(f"a frame is str or bytes, got {type(frame).__name__}")
         first = frame[0] if len(frame) else None
+        if first == _BRACE:
+            return True
         if self.wire_format is WireFormat.KORA_PB1:
-            if first == _BRACE:
-                return self.json.decode(frame)
-            assert self._binary is not None
-            return self._binary.decode(frame)
-        if first == _BRACE or _starts_like_json(frame):
-            return self.json.decode(frame)
+            return False
+        if _starts_like_json(frame):
+            return True
         raise WireFormatMismatchError(
             "binary frame is not UTF-8 JSON and kora-pb1 was not negotiated on this connection"
         )
