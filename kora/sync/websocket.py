@@ -30,6 +30,8 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WebSocketTransport", "open_websocket_tra
 #: Largest message accepted from the server by default, bytes.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 _CLIENT_CLOSE_REASON: Final = "Client disconnecting"
+#: Seconds to wait for the server's close reply (see ``open_websocket_transport``).
+DISCONNECT_TIMEOUT: Final = 0.1
 
 
 def _reason(exc: ConnectionClosed) -> str:
@@ -46,8 +48,9 @@ class WebSocketTransport:
     Made by :func:`open_websocket_transport`.
     """
 
-    def __init__(self, connection: WebSocketConnection) -> None:
+    def __init__(self, connection: WebSocketConnection, *, close_timeout: float = 0.1) -> None:
         self._connection = connection
+        self._close_timeout = close_timeout
 
     async def send(self, frame: Frame) -> None:
         try:
@@ -62,7 +65,9 @@ class WebSocketTransport:
             raise TransportClosed(_reason(exc)) from None
 
     async def aclose(self) -> None:
-        await self._connection.aclose(code=1000, reason=_CLIENT_CLOSE_REASON)
+        # trio-websocket waits for the close reply without a limit of its own.
+        with trio.move_on_after(self._close_timeout):
+            await self._connection.aclose(code=1000, reason=_CLIENT_CLOSE_REASON)
 
 
 @asynccontextmanager
@@ -72,9 +77,14 @@ async def open_websocket_transport(
     connect_timeout: float = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ssl_context: ssl.SSLContext | None = None,
-    disconnect_timeout: float = 2.0,
+    disconnect_timeout: float = DISCONNECT_TIMEOUT,
 ) -> AsyncIterator[Transport]:
     """Connect to ``url`` (``ws://`` or ``wss://``) for the duration of the block.
+
+    ``disconnect_timeout`` bounds the wait for the server's close reply.  It is short on
+    purpose: when the engine stops a connection, trio-websocket's reader task is cancelled
+    together with it, so the reply is never read and the close frame we sent is all the
+    server gets (which is all the Kora.js client ever sends, spec 8.13).
 
     Raises:
         TransportClosed: The connection could not be opened (refused, timed out, rejected
@@ -90,7 +100,7 @@ async def open_websocket_transport(
             connect_timeout=connect_timeout,
             disconnect_timeout=disconnect_timeout,
         ) as connection:
-            yield WebSocketTransport(connection)
+            yield WebSocketTransport(connection, close_timeout=disconnect_timeout)
     except HandshakeError as exc:
         raise TransportClosed(f"WebSocket handshake failed: {exc!r}") from exc
     except (OSError, trio.BrokenResourceError) as exc:
