@@ -149,6 +149,8 @@ class SyncApp:
                 retriable=True,
                 close_code=CloseCode.MAX_CONNECTIONS,
             )
+            if not transport.disconnected:
+                await _drain_until_disconnect(receive)
             return
         try:
             await self._run_session(transport, session_id)
@@ -162,6 +164,21 @@ class SyncApp:
             ctx.sessions.unregister(session_id)
         if not transport.closed:
             await transport.close(CloseCode.NORMAL, "session ended")
+        if not transport.disconnected:
+            await _drain_until_disconnect(receive)
+
+
+async def _drain_until_disconnect(receive: ASGIReceive) -> None:
+    """Discard what the client still sends until hypercorn reports the disconnect.
+
+    hypercorn queues received messages for the app in a bounded channel and blocks its
+    reading loop when that is full.  If the app returned while the client had frames in
+    flight, nobody would empty it: the loop would never read the client's close frame, and
+    the TCP connection would stay open for the life of the process.  Draining ends when the
+    close handshake completes, the client drops, or hypercorn's idle timeout fires.
+    """
+    while (await receive()).get("type") != "websocket.disconnect":
+        pass
 
 
 async def _deny(send: ASGISend, status: int, body: bytes) -> None:

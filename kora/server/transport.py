@@ -103,6 +103,8 @@ class WebSocketTransport:
         self._receive = receive
         self._send = send
         self._closed: TransportClosed | None = None
+        #: hypercorn reported ``websocket.disconnect`` (it sends nothing after that).
+        self.disconnected = False
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -123,6 +125,7 @@ class WebSocketTransport:
                 self.bytes_received += len(data)
                 return data
             if kind == "websocket.disconnect":
+                self.disconnected = True
                 self._closed = TransportClosed(int(message.get("code", CloseCode.ABNORMAL)))
         raise self._closed
 

@@ -1,0 +1,1 @@
+"""Fixtures of the reliability batteries (B1-B7): nothing shared yet beyond the harnesses."""
