@@ -21,6 +21,7 @@ class SessionBase:
         self._codec = FrameCodec(limits)
         self._new_message_id = new_message_id
         self._closed = False
+        self._fatal_error: RemoteProtocolError | None = None
 
     @property
     def wire_format(self) -> WireFormat:
@@ -30,6 +31,11 @@ class SessionBase:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def fatal_error(self) -> RemoteProtocolError | None:
+        """The peer's fatal protocol error that closed this session, if one did."""
+        return self._fatal_error
 
     def receive_frame(self, frame: Frame | bytearray | memoryview) -> list[Action]:
         """Decode one received frame and process its message (see ``receive``).
@@ -41,12 +47,10 @@ class SessionBase:
         """
         self._check_open()
         try:
-            message = self._codec.decode(frame)
+            return self._receive_frame(frame)
         except RemoteProtocolError as exc:
-            if exc.fatal:
-                self._closed = True
+            self._on_remote_error(exc)
             raise
-        return self.receive(message)
 
     def receive(self, message: Message) -> list[Action]:
         """Process one message from the peer; errors as for ``receive_frame``."""
@@ -54,16 +58,23 @@ class SessionBase:
         try:
             return self._receive(message)
         except RemoteProtocolError as exc:
-            if exc.fatal:
-                self._closed = True
+            self._on_remote_error(exc)
             raise
 
     def close(self) -> None:
         """Mark the session closed (the connection is gone); every later call fails."""
         self._closed = True
 
+    def _receive_frame(self, frame: Frame | bytearray | memoryview) -> list[Action]:
+        return self._receive(self._codec.decode(frame))
+
     def _receive(self, message: Message) -> list[Action]:
         raise NotImplementedError
+
+    def _on_remote_error(self, exc: RemoteProtocolError) -> None:
+        if exc.fatal:
+            self._closed = True
+            self._fatal_error = exc
 
     def _check_open(self) -> None:
         if self._closed:

@@ -8,10 +8,13 @@ store) or information (an error arrived, the session is streaming).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TypeAlias
 
 import attrs
 
+from kora.core.operation import Operation
+from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import (
     Acknowledgment,
     AwarenessUpdate,
@@ -160,9 +163,27 @@ class HandshakeReceived:
 @attrs.frozen
 class OperationsReceived:
     """Process the client's batch op by op (sending per-op errors or rejections), then
-    call ``batch_processed(batch.message_id)`` to acknowledge it."""
+    call ``batch_processed(batch.message_id)`` to acknowledge it.
+
+    Attributes:
+        batch: The batch, with the operations that decoded.
+        malformed: With ``lenient_operations``: the operations that did not decode, in batch
+            order; refuse each one (``send_operation_rejected`` takes them).
+    """
 
     batch: OperationBatch
+    malformed: tuple[MalformedOperation, ...] = ()
+
+    def numbered_operations(self) -> Iterator[tuple[int, Operation]]:
+        """The decoded operations with their positions in the batch as the client sent it."""
+        if not self.malformed:
+            yield from enumerate(self.batch.operations)
+            return
+        skipped = {m.index for m in self.malformed}
+        operations = iter(self.batch.operations)
+        for index in range(len(self.batch.operations) + len(self.malformed)):
+            if index not in skipped:
+                yield index, next(operations)
 
 
 @attrs.frozen

@@ -6,33 +6,44 @@ Theory of operation
 States: ``AWAITING_HANDSHAKE -> VALIDATING -> SYNCING -> STREAMING``, and ``CLOSED``.
 
 1. The first message must be a handshake (anything else: ``HandshakeRequiredError``,
-   fatal; the reference would have accepted it, spec 8.2).  It yields ``HandshakeReceived``:
-   authentication, scope resolution and the schema check are I/O and policy, so the caller
-   does them and answers with ``accept_handshake``, ``reject_schema`` or
-   ``refuse_handshake``.  A second handshake is a non-fatal ``DuplicateHandshakeError``.
+   fatal; the reference would have accepted it, spec 8.2; a client ``error`` is ignored, as
+   the reference does).  It yields ``HandshakeReceived``: authentication, scope resolution
+   and the schema check are I/O and policy, so the caller does them and answers with
+   ``accept_handshake``, ``reject_schema`` or ``refuse_handshake``.  A second handshake is
+   a non-fatal ``DuplicateHandshakeError``.
 2. ``accept_handshake`` sends the response (always JSON) with the selected wire format,
    then switches the format, and moves to SYNCING.  For a watermark client the caller
    passes where the delivery stream starts: the client's ``lastDeliverySequence``, or 0 for
    a reset.  A reset is *told* to the client by sending ``serverMaxDeliverySequence`` 0,
    which makes every client drop its watermark (avoiding the reference's silent-reset stall
    of spec 4.4).
-3. The caller streams with ``send_batch``; delivery batches must chain: each one's base is
-   the client's confirmed position or the previous batch's max.  The first final batch ends
-   the post-handshake phase: STREAMING (spec 4.5).
+3. The caller streams with ``send_delivery`` (or ``send_batch``).  The session keeps two
+   positions in the server's delivery sequence: ``sent_through`` and ``delivered_through``
+   (what the client confirmed).  Delivery batches must chain: each one's base is
+   ``sent_through`` (go on) or ``delivered_through`` (send again what was not confirmed;
+   ``rewind`` says so explicitly).  A watermark client sees the positions as
+   ``baseDeliverySequence``/``maxDeliverySequence`` and confirms with the acknowledgment's
+   ``deliverySequence``; a legacy client (no ``lastDeliverySequence``) gets plain batches,
+   and the session remembers which position each one ends at to read its acknowledgment.
+   The first final batch ends the post-handshake phase: STREAMING (spec 4.5).
 4. Client batches yield ``OperationsReceived``.  The caller sends per-operation outcomes
    (``send_error``/``send_operation_rejected``) and then calls ``batch_processed``, which
    sends the batch's one acknowledgment (``lastSequenceNumber`` = last op's seq or 0).
-   Acknowledgments go out exactly once per batch, in arrival order (spec 4.7).
+   Acknowledgments go out exactly once per batch, in arrival order (spec 4.7).  With
+   ``lenient_operations`` a JSON batch with malformed operations is not refused whole: they
+   come in ``OperationsReceived.malformed``, to be refused one by one.
 5. Client acknowledgments advance ``delivered_through`` (never beyond what was sent) and
-   yield ``AcknowledgmentReceived``; re-push the delivery stream from there.
+   yield ``AcknowledgmentReceived``.
+6. ``abort`` sends a last ``error`` and closes, in any state, including right after a fatal
+   ``RemoteProtocolError`` closed the session (to tell the client its code).
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from kora.core.ids import uuid7
 from kora.core.operation import Operation
@@ -44,6 +55,7 @@ from kora.protocol.actions import (
     HandshakeReceived,
     OperationsReceived,
     ReachedStreaming,
+    SendFrame,
     SideChannelMessage,
     SideChannelReceived,
 )
@@ -54,6 +66,7 @@ from kora.protocol.errors import (
     UnexpectedMessageError,
 )
 from kora.protocol.limits import DEFAULT_LIMITS, Limits
+from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import (
     Acknowledgment,
     AwarenessUpdate,
@@ -69,14 +82,18 @@ from kora.protocol.messages import (
     ScopeMap,
     YjsDocUpdate,
 )
-from kora.protocol.wire_format import select_wire_format
+from kora.protocol.wire_format import Frame, select_wire_format
 
-__all__ = ["SCHEMA_MISMATCH_PREFIX", "ServerSession", "ServerState"]
+__all__ = ["MAX_TRACKED_LEGACY_BATCHES", "SCHEMA_MISMATCH_PREFIX", "ServerSession", "ServerState"]
 
 #: ``rejectReason`` of a schema-mismatch response starts with this (spec 1.3).
 SCHEMA_MISMATCH_PREFIX = "SCHEMA_MISMATCH"
 
 _SIDE_CHANNELS = (AwarenessUpdate, YjsDocUpdate, BlobChunkRequest, BlobChunkResponse, BlobChunkPush)
+
+#: Legacy delivery batches remembered until acknowledged (the oldest are forgotten first: an
+#: acknowledgment that comes that late only confirms less, and the batch is sent again).
+MAX_TRACKED_LEGACY_BATCHES: Final = 1000
 
 
 class ServerState(enum.Enum):
@@ -102,15 +119,21 @@ class ServerSession(SessionBase):
         binary: bool = True,
         limits: Limits = DEFAULT_LIMITS,
         new_message_id: Callable[[], str] = uuid7,
+        lenient_operations: bool = False,
     ) -> None:
         super().__init__(limits=limits, new_message_id=new_message_id)
         self._binary = binary
+        self._lenient = lenient_operations
         self._state = ServerState.AWAITING_HANDSHAKE
         self.handshake: Handshake | None = None
         self._delivery = False
         self._delivered_through = 0
         self._sent_through = 0
-        self._unacknowledged: deque[OperationBatch] = deque()
+        # Legacy batches in flight: message id -> the position it ends at.
+        self._legacy_in_flight: OrderedDict[str, int] = OrderedDict()
+        # Client batches not yet acknowledged, with the lastSequenceNumber their ack reports.
+        self._unacknowledged: deque[tuple[OperationBatch, int]] = deque()
+        self._aborted = False
 
     @property
     def state(self) -> ServerState:
@@ -123,13 +146,29 @@ class ServerSession(SessionBase):
 
     @property
     def delivered_through(self) -> int:
-        """The client's confirmed delivery position: push the stream from here."""
+        """The client's confirmed delivery position: what it has for sure."""
         return self._delivered_through
+
+    @property
+    def sent_through(self) -> int:
+        """Where the delivery sent so far ends: the next batch's base when going on."""
+        return self._sent_through
+
+    @property
+    def awaiting_acknowledgment(self) -> bool:
+        """Whether something was sent that the client has not confirmed yet."""
+        return self._delivered_through < self._sent_through
 
     @property
     def pending_batches(self) -> tuple[OperationBatch, ...]:
         """Client batches received and not yet acknowledged, oldest first."""
-        return tuple(self._unacknowledged)
+        return tuple(batch for batch, _ in self._unacknowledged)
+
+    @property
+    def can_abort(self) -> bool:
+        """Whether ``abort`` may be called: the session is open, or a fatal error from the
+        peer just closed it and its last ``error`` was not sent yet."""
+        return not self._aborted and (not self.closed or self.fatal_error is not None)
 
     # ------------------------------------------------------------ handshake outcomes
 
@@ -239,11 +278,38 @@ class ServerSession(SessionBase):
         return actions
 
     def refuse_handshake(
-        self, code: str = "AUTH_FAILED", message: str = "Authentication failed"
+        self,
+        code: str = "AUTH_FAILED",
+        message: str = "Authentication failed",
+        *,
+        retriable: bool = False,
     ) -> list[Action]:
-        """Refuse the handshake with an ``error`` (not retriable) and close the session."""
+        """Refuse the handshake with an ``error`` and close the session.
+
+        ``retriable`` for refusals that are not the client's fault (say, the auth provider
+        is down), so that it tries again later.
+        """
         self._validating("refuse")
-        actions = self.send_error(code, message, retriable=False)
+        actions = self.send_error(code, message, retriable=retriable)
+        self.close()
+        return actions
+
+    def abort(self, code: str, message: str, *, retriable: bool = False) -> list[Action]:
+        """Send a last ``error`` and close the session; close the connection after it.
+
+        Allowed in any state while open, and once right after a fatal
+        ``RemoteProtocolError`` closed the session (send its ``code`` then).
+
+        Raises:
+            LocalProtocolError: ``can_abort`` is false.
+        """
+        if not self.can_abort:
+            raise LocalProtocolError("the session is closed and its last error was sent")
+        self._aborted = True
+        error = ErrorMessage(
+            message_id=self._new_message_id(), code=code, message=message, retriable=retriable
+        )
+        actions: list[Action] = [self._send(error)]
         self.close()
         return actions
 
@@ -263,24 +329,19 @@ class ServerSession(SessionBase):
         """Send operations to the client (delta, delivery stream or live relay).
 
         For a watermark client both delivery sequences are required and the batch must
-        chain: its base is ``delivered_through`` (a re-push) or the max of the previous
-        delivery batch.  A legacy client gets neither.
+        chain: its base is ``delivered_through`` (a re-push) or ``sent_through`` (the max of
+        the previous delivery batch).  A legacy client gets neither (and these batches do
+        not move its positions: see ``send_delivery``).
 
         Raises:
             LocalProtocolError: Before acceptance, or delivery fields that do not chain.
         """
-        if self.state not in (ServerState.SYNCING, ServerState.STREAMING):
-            raise LocalProtocolError(f"cannot send a batch in state {self.state.value}")
+        self._require_accepted("send a batch")
         if self._delivery:
             base, top = base_delivery_sequence, max_delivery_sequence
             if base is None or top is None:
                 raise LocalProtocolError("a watermark client needs delivery sequences")
-            if base not in (self._delivered_through, self._sent_through) or top < base:
-                raise LocalProtocolError(
-                    f"delivery batch {base}..{top} does not chain from "
-                    f"{self._delivered_through} (confirmed) or {self._sent_through} (sent)"
-                )
-            self._sent_through = top
+            self._chain(base, top)
         elif base_delivery_sequence is not None or max_delivery_sequence is not None:
             raise LocalProtocolError("a legacy client gets no delivery sequences")
         batch = OperationBatch(
@@ -299,20 +360,87 @@ class ServerSession(SessionBase):
             actions.append(ReachedStreaming())
         return actions
 
+    def send_delivery(
+        self,
+        operations: Iterable[Operation],
+        *,
+        base: int,
+        top: int,
+        is_final: bool = True,
+        batch_index: int = 0,
+    ) -> list[Action]:
+        """Send the delivery batch ``base..top`` of the server's log, to either kind of client.
+
+        ``base`` must be ``sent_through`` (go on) or ``delivered_through`` (send again from
+        what the client confirmed); ``sent_through`` becomes ``top``.  A watermark client
+        gets the batch with these delivery sequences.  A legacy client gets a plain final
+        batch, and its acknowledgment confirms ``top``; an empty one is not sent at all and
+        counts as confirmed at once (there is nothing to acknowledge).
+
+        Raises:
+            LocalProtocolError: Before acceptance, or ``base`` does not chain.
+        """
+        if self._delivery:
+            return self.send_batch(
+                operations,
+                is_final=is_final,
+                batch_index=batch_index,
+                base_delivery_sequence=base,
+                max_delivery_sequence=top,
+            )
+        self._require_accepted("send a delivery batch")
+        operations = tuple(operations)
+        self._chain(base, top)
+        if not operations:
+            self._delivered_through = self._sent_through = max(self._delivered_through, top)
+            return []
+        actions = self.send_batch(operations)
+        sent = actions[0]
+        assert isinstance(sent, SendFrame)
+        self._legacy_in_flight[sent.message.message_id] = top
+        while len(self._legacy_in_flight) > MAX_TRACKED_LEGACY_BATCHES:
+            self._legacy_in_flight.popitem(last=False)
+        return actions
+
+    def relay_from(self, position: int) -> None:
+        """Start a legacy client's delivery after ``position`` (after its version-vector
+        delta, which covered the log up to there).
+
+        Raises:
+            LocalProtocolError: Before acceptance, or for a watermark client (whose start is
+                ``accept_handshake``'s ``delivery_start``).
+        """
+        self._require_accepted("start a relay")
+        if self._delivery:
+            raise LocalProtocolError("a watermark client's delivery starts at the handshake")
+        self._delivered_through = self._sent_through = position
+        self._legacy_in_flight.clear()
+
+    def rewind(self) -> None:
+        """Go on from ``delivered_through``: what was sent and not confirmed is sent again.
+
+        For a client whose acknowledgments stalled (it dropped or could not apply a batch).
+        A client skips what it already has, so this costs bandwidth, never correctness.
+        """
+        self._require_accepted("rewind")
+        self._sent_through = self._delivered_through
+
     def batch_processed(self, message_id: str) -> list[Action]:
         """Acknowledge the oldest unacknowledged client batch, which must be ``message_id``.
 
-        Call it after every per-operation error or rejection of that batch was sent.
+        Call it after every per-operation error or rejection of that batch was sent.  The
+        acknowledgment reports the ``sequenceNumber`` of the batch's last operation as the
+        client sent it (a malformed one included), or 0.
         """
         self._check_open()
-        if not self._unacknowledged or self._unacknowledged[0].message_id != message_id:
-            expected = self._unacknowledged[0].message_id if self._unacknowledged else None
+        if not self._unacknowledged or self._unacknowledged[0][0].message_id != message_id:
+            expected = self._unacknowledged[0][0].message_id if self._unacknowledged else None
             raise LocalProtocolError(
                 f"acknowledge client batches in arrival order: next is {expected!r}, "
                 f"not {message_id!r}"
             )
-        batch = self._unacknowledged.popleft()
-        return [self._ack(batch, batch.last_sequence_number, None)]
+        batch, last_sequence_number = self._unacknowledged.popleft()
+        return [self._ack(batch, last_sequence_number, None)]
 
     def send_error(self, code: str, message: str, *, retriable: bool) -> list[Action]:
         """Send an ``error`` message (per-op refusals that end nothing, or fatal ones)."""
@@ -323,11 +451,15 @@ class ServerSession(SessionBase):
         return [self._send(error)]
 
     def send_operation_rejected(
-        self, operation: Operation, code: str, message: str, *, retriable: bool = False
+        self,
+        operation: Operation | MalformedOperation,
+        code: str,
+        message: str,
+        *,
+        retriable: bool = False,
     ) -> list[Action]:
         """Refuse one operation for good (the client records it and never resends it)."""
-        if self.state not in (ServerState.SYNCING, ServerState.STREAMING):
-            raise LocalProtocolError(f"cannot reject an operation in state {self.state.value}")
+        self._require_accepted("reject an operation")
         rejected = OperationRejected(
             message_id=self._new_message_id(),
             operation_id=operation.id,
@@ -341,13 +473,30 @@ class ServerSession(SessionBase):
 
     def send_side_channel(self, message: SideChannelMessage) -> list[Action]:
         """Relay an awareness, yjs or blob message to this client."""
-        if self.state not in (ServerState.SYNCING, ServerState.STREAMING):
-            raise LocalProtocolError(f"cannot send {message.TYPE} in state {self.state.value}")
+        self._require_accepted(f"send {message.TYPE}")
         if not isinstance(message, _SIDE_CHANNELS):
             raise LocalProtocolError(f"{message.TYPE} is not a side-channel message")
         return [self._send(message)]
 
     # ------------------------------------------------------------ incoming
+
+    def _receive_frame(self, frame: Frame | bytearray | memoryview) -> list[Action]:
+        if not self._lenient or self._state not in (ServerState.SYNCING, ServerState.STREAMING):
+            return super()._receive_frame(frame)
+        message, malformed = self._codec.decode_lenient(frame)
+        if malformed:
+            assert isinstance(message, OperationBatch)
+            return self._receive_batch(message, malformed)
+        return self._receive(message)
+
+    def _receive_batch(
+        self, batch: OperationBatch, malformed: tuple[MalformedOperation, ...] = ()
+    ) -> list[Action]:
+        last = batch.last_sequence_number
+        if malformed and malformed[-1].index == len(batch.operations) + len(malformed) - 1:
+            last = malformed[-1].sequence_number or 0  # the batch as sent ends with it
+        self._unacknowledged.append((batch, last))
+        return [OperationsReceived(batch, malformed)]
 
     def _receive(self, message: Message) -> list[Action]:
         if isinstance(message, ErrorMessage):
@@ -363,16 +512,31 @@ class ServerSession(SessionBase):
                 f'Received "{message.TYPE}" before a successful handshake. Send a handshake first.'
             )
         if isinstance(message, OperationBatch):
-            self._unacknowledged.append(message)
-            return [OperationsReceived(message)]
+            return self._receive_batch(message)
         if isinstance(message, Acknowledgment):
-            if message.delivery_sequence is not None and self._delivery:
-                confirmed = min(message.delivery_sequence, self._sent_through)
+            if self._delivery:
+                position = message.delivery_sequence
+            else:
+                position = self._legacy_in_flight.pop(message.acknowledged_message_id, None)
+            if position is not None:
+                confirmed = min(position, self._sent_through)  # never beyond what was sent
                 self._delivered_through = max(self._delivered_through, confirmed)
             return [AcknowledgmentReceived(message, self._delivered_through)]
         if isinstance(message, _SIDE_CHANNELS):
             return [SideChannelReceived(message)]
         raise UnexpectedMessageError(f"a server never receives {message.TYPE}", fatal=False)
+
+    def _require_accepted(self, what: str) -> None:
+        if self.state not in (ServerState.SYNCING, ServerState.STREAMING):
+            raise LocalProtocolError(f"cannot {what} in state {self.state.value}")
+
+    def _chain(self, base: int, top: int) -> None:
+        if base not in (self._delivered_through, self._sent_through) or top < base:
+            raise LocalProtocolError(
+                f"delivery batch {base}..{top} does not chain from "
+                f"{self._delivered_through} (confirmed) or {self._sent_through} (sent)"
+            )
+        self._sent_through = top
 
     def _validating(self, what: str) -> Handshake:
         if self.state is not ServerState.VALIDATING or self.handshake is None:

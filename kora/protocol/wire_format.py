@@ -119,7 +119,8 @@ class FrameCodec:
         """
         if self._is_json(frame):
             return self.json.decode(frame)
-        assert self._binary is not None and not isinstance(frame, str)
+        assert self._binary is not None
+        assert not isinstance(frame, str)
         return self._binary.decode(frame)
 
     def decode_lenient(
@@ -133,7 +134,8 @@ class FrameCodec:
         """
         if self._is_json(frame):
             return self.json.decode_lenient(frame)
-        assert self._binary is not None and not isinstance(frame, str)
+        assert self._binary is not None
+        assert not isinstance(frame, str)
         return self._binary.decode(frame), ()
 
     def _is_json(self, frame: Frame | bytearray | memoryview) -> bool:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from protocol_helpers import frames, ids, make_op, others, sent
 
+from kora.core.canonical import json_stringify
+from kora.core.operations import operation_to_wire
 from kora.protocol import (
     Acknowledgment,
     AcknowledgmentReceived,
@@ -28,6 +32,7 @@ from kora.protocol import (
     SideChannelReceived,
     WireFormat,
 )
+from kora.protocol.server import MAX_TRACKED_LEGACY_BATCHES
 
 JSON = JsonCodec()
 
@@ -291,3 +296,197 @@ def test_other_client_messages() -> None:
         session.receive(rejected)
     assert (caught.value.code, caught.value.fatal) == ("UNEXPECTED_MESSAGE", False)
     assert not session.closed
+
+
+# ---------------------------------------------------------------- what a server needs
+
+
+def lenient_session() -> ServerSession:
+    session = ServerSession(new_message_id=ids("s"), lenient_operations=True)
+    session.receive(handshake())
+    accept(session)
+    return session
+
+
+def batch_with(wires: list[Any], name: str = "b") -> str:
+    return json_stringify(
+        {
+            "type": "operation-batch",
+            "messageId": name,
+            "operations": wires,
+            "isFinal": True,
+            "batchIndex": 0,
+        }
+    )
+
+
+def malformed_wire(seq: int | None) -> dict[str, Any]:
+    wire = operation_to_wire(make_op(seq or 99))
+    del wire["causalDeps"]
+    if seq is None:
+        wire["sequenceNumber"] = "7"
+    return wire
+
+
+def test_lenient_batches_are_received_with_their_malformed_operations() -> None:
+    session = lenient_session()
+    frame = batch_with([malformed_wire(1), operation_to_wire(make_op(2)), malformed_wire(3)])
+    (received,) = session.receive_frame(frame)
+    assert isinstance(received, OperationsReceived)
+    assert [m.index for m in received.malformed] == [0, 2]
+    assert list(received.numbered_operations()) == [(1, make_op(2))]
+    (rejected,) = sent(session.send_operation_rejected(received.malformed[0], "BAD", "m"))
+    assert (rejected.operation_id, rejected.collection, rejected.record_id) == (
+        make_op(1).id,
+        "todos",
+        "rec-1",
+    )
+    (ack,) = sent(session.batch_processed("b"))
+    assert ack.last_sequence_number == 3  # the last operation as sent, malformed or not
+
+
+@pytest.mark.parametrize(
+    ("wires", "last"),
+    [
+        ([malformed_wire(5), operation_to_wire(make_op(2))], 2),
+        ([operation_to_wire(make_op(2)), malformed_wire(None)], 0),  # no usable seq
+    ],
+)
+def test_the_acknowledgment_of_a_lenient_batch(wires: list[Any], last: int) -> None:
+    session = lenient_session()
+    session.receive_frame(batch_with(wires))
+    (ack,) = sent(session.batch_processed("b"))
+    assert ack.last_sequence_number == last
+
+
+def test_strict_sessions_and_unaccepted_ones_refuse_malformed_batches_whole() -> None:
+    frame = batch_with([malformed_wire(1), operation_to_wire(make_op(2))])
+    strict = accepted(0)
+    with pytest.raises(RemoteProtocolError) as caught:
+        strict.receive_frame(frame)
+    assert (caught.value.code, caught.value.fatal) == ("INVALID_OPERATION", True)
+    waiting = ServerSession(lenient_operations=True)
+    with pytest.raises(RemoteProtocolError) as caught:
+        waiting.receive_frame(frame)
+    assert caught.value.fatal
+    assert waiting.closed
+
+
+def test_abort_tells_the_client_once_even_after_a_fatal_error() -> None:
+    session = accepted(0)
+    (error,) = sent(session.abort("RATE_LIMIT", "slow down", retriable=True))
+    assert (error.code, error.message, error.retriable) == ("RATE_LIMIT", "slow down", True)
+    assert session.closed
+    assert not session.can_abort
+    with pytest.raises(LocalProtocolError):
+        session.abort("X", "again")
+
+    session = accepted(0)
+    with pytest.raises(RemoteProtocolError) as caught:
+        session.receive_frame('{"type":"operation-batch","messageId":"m","messageId":"x"}')
+    assert session.closed
+    assert session.fatal_error is caught.value
+    assert session.can_abort
+    (error,) = sent(session.abort(caught.value.code, str(caught.value)))
+    assert (error.code, error.retriable) == ("DUPLICATE_KEY", False)
+    assert not session.can_abort
+
+    session = accepted(0)
+    session.close()  # the connection went away: nobody to tell
+    assert not session.can_abort
+    with pytest.raises(LocalProtocolError):
+        session.abort("X", "m")
+
+
+def test_a_handshake_refusal_can_be_retriable() -> None:
+    session = ServerSession()
+    session.receive(handshake())
+    (error,) = sent(session.refuse_handshake("SYNC_ERROR", "auth is down", retriable=True))
+    assert (error.code, error.retriable) == ("SYNC_ERROR", True)
+    assert session.closed
+
+
+def test_a_client_error_before_the_handshake_is_ignored() -> None:
+    session = ServerSession()
+    error = ErrorMessage(message_id="e", code="X", message="m", retriable=False)
+    assert session.receive(error) == [ErrorReceived(error)]
+    assert session.state is ServerState.AWAITING_HANDSHAKE
+
+
+def test_stalled_delivery_is_sent_again_from_the_confirmed_position() -> None:
+    session = accepted(3)
+    session.send_delivery([make_op(4)], base=3, top=5, is_final=False)
+    actions = session.send_delivery([make_op(6)], base=5, top=9)
+    (batch,) = sent(actions)
+    assert (batch.base_delivery_sequence, batch.max_delivery_sequence, batch.is_final) == (
+        5,
+        9,
+        True,
+    )
+    assert others(actions) == [ReachedStreaming()]
+    assert (session.sent_through, session.awaiting_acknowledgment) == (9, True)
+    session.receive(client_ack("x", 5))
+    session.rewind()
+    assert (session.delivered_through, session.sent_through) == (5, 5)
+    with pytest.raises(LocalProtocolError):
+        session.send_delivery([make_op(6)], base=9, top=12)  # 9 was forgotten by the rewind
+    (again,) = sent(session.send_delivery([make_op(6)], base=5, top=9))
+    assert (again.base_delivery_sequence, again.max_delivery_sequence) == (5, 9)
+    session.receive(client_ack("y", 9))
+    assert not session.awaiting_acknowledgment
+
+
+def test_legacy_delivery_is_confirmed_by_message_id() -> None:
+    session = accepted(None)
+    with pytest.raises(LocalProtocolError):
+        accepted(0).relay_from(4)  # a watermark client starts at the handshake
+    session.relay_from(10)
+    (batch,) = sent(session.send_delivery([make_op(11)], base=10, top=12, is_final=False))
+    assert (batch.is_final, batch.batch_index, batch.max_delivery_sequence) == (True, 0, None)
+    assert (session.delivered_through, session.sent_through) == (10, 12)
+    session.receive(client_ack("unknown", None))
+    assert session.delivered_through == 10
+    session.receive(client_ack(batch.message_id, None))
+    assert session.delivered_through == 12
+    # Nothing visible up to 20: nothing to send, nothing to wait for.
+    assert session.send_delivery([], base=12, top=20) == []
+    assert (session.delivered_through, session.sent_through) == (20, 20)
+    with pytest.raises(LocalProtocolError):
+        session.send_delivery([make_op(21)], base=19, top=21)
+
+
+def test_legacy_batches_in_flight_are_bounded() -> None:
+    session = accepted(None)
+    first = sent(session.send_delivery([make_op(1)], base=0, top=1))[0]
+    last = first
+    for position in range(1, MAX_TRACKED_LEGACY_BATCHES + 1):
+        last = sent(session.send_delivery([make_op(1)], base=position, top=position + 1))[0]
+    session.receive(client_ack(first.message_id, None))  # forgotten: confirms nothing
+    assert session.delivered_through == 0
+    session.receive(client_ack(last.message_id, None))
+    assert session.delivered_through == MAX_TRACKED_LEGACY_BATCHES + 1
+
+
+@given(st.lists(st.tuples(st.sampled_from(["send", "ack", "rewind"]), st.integers(0, 4))))
+def test_delivery_positions_stay_ordered(steps: list[tuple[str, int]]) -> None:
+    for watermark in (0, None):
+        session = accepted(watermark)
+        confirmed, confirmed_by = 0, ""
+        for kind, amount in steps:
+            if kind == "send":
+                batch = sent(
+                    session.send_delivery(
+                        [make_op(1)], base=session.sent_through, top=session.sent_through + amount
+                    )
+                )[0]
+                if watermark is None:
+                    confirmed_by = batch.message_id
+            elif kind == "ack" and session.sent_through:
+                if watermark is None:
+                    session.receive(client_ack(confirmed_by, None))
+                else:
+                    session.receive(client_ack("x", session.sent_through - amount))
+            elif kind == "rewind":
+                session.rewind()
+            assert confirmed <= session.delivered_through <= session.sent_through
+            confirmed = session.delivered_through
