@@ -217,11 +217,8 @@ class SyncEngine:
                 if snapshot.auth_failed:
                     raise AuthFailedError(snapshot.error or "authentication failed")
                 raise SyncFailedError(snapshot.error or "sync failed")
-            if (
-                snapshot.status is SyncStatus.SYNCED
-                and not self._changed.is_set
-                and await self._store.pending_count() == 0
-            ):
+            # The store is the truth about the queue (the board may lag a fresh write).
+            if snapshot.status is SyncStatus.SYNCED and await self._store.pending_count() == 0:
                 return
             if self._board.snapshot != snapshot:
                 continue

@@ -59,13 +59,15 @@ async def wait_for_titles(app: kora.App, expected: list[str]) -> None:
             await trio.sleep(0.01)
 
 
+@pytest.mark.parametrize("wire_format", ["json", "kora-pb1"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_writes_on_a_appear_on_b(transport: str) -> None:
+async def test_writes_on_a_appear_on_b(transport: str, wire_format: str) -> None:
     async with MemoryServerStore() as store, running_server(store) as server:
         url = server.url
+        sync = options(url, transport, wire_format=wire_format)
         async with (
-            kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as a,
-            kora.open_app(SCHEMA, path=None, sync=options(url, transport)) as b,
+            kora.open_app(SCHEMA, path=None, sync=sync) as a,
+            kora.open_app(SCHEMA, path=None, sync=sync) as b,
         ):
             assert a.sync is not None
             assert b.sync is not None
@@ -75,6 +77,10 @@ async def test_writes_on_a_appear_on_b(transport: str) -> None:
             with trio.fail_after(15):
                 await a.sync.wait_synced()
             await wait_for_titles(b, ["milk"])
+            await b.collection("todos").insert({"title": "bread"})
+            await wait_for_titles(a, ["bread", "milk"])
+            with trio.fail_after(15):
+                await a.sync.wait_synced()
             assert a.sync.status == "synced"
             assert a.sync.pending_operations == 0
 
