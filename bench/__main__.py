@@ -207,7 +207,7 @@ async def run_initial_sync(ctx: Context) -> None:
     async def ours(size: int, repeats: int) -> None:
         nonlocal pushed
         if ctx.server_url is not None:
-            await kora_stack.prefill_over_wire(ctx.server_url, size - pushed)
+            await kora_stack.prefill_over_wire(ctx.server_url, size - pushed, first=pushed)
             pushed = size
             await kora_stack.initial_sync(
                 ctx.report, ctx.server_url, ctx.directory, size, repeats, size

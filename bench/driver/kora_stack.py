@@ -160,10 +160,15 @@ class _PeakSampler:
 # ------------------------------------------------------------------------ initial sync
 
 
-def prefill_operations(count: int) -> list[Operation]:
-    """``count`` inserts of distinct small records by one writer node."""
-    factory = OperationFactory()
-    return [factory.insert(f"rec-{i:09d}", {"k": i, "title": f"item {i}"}) for i in range(count)]
+def prefill_operations(
+    count: int, *, first: int = 0, node_id: str | None = None
+) -> list[Operation]:
+    """``count`` inserts of distinct small records (``rec-<first>``...) by one writer node."""
+    factory = OperationFactory(node_id)
+    return [
+        factory.insert(f"rec-{i:09d}", {"k": i, "title": f"item {i}"})
+        for i in range(first, first + count)
+    ]
 
 
 async def prefill_server_store(path: Path, count: int) -> None:
@@ -176,18 +181,28 @@ async def prefill_server_store(path: Path, count: int) -> None:
             await store.append_batch(operations[start : start + 10_000])
 
 
-async def prefill_over_wire(url: str, count: int, *, batch: int = 1000, window: int = 4) -> None:
-    """Pre-fill a server we do not own: one client pushes the operations once."""
-    operations = prefill_operations(count)
-    async with open_wire_client(url) as client:
-        in_flight: list[trio.Event] = []
-        for start in range(0, count, batch):
-            in_flight.append(await client.push(operations[start : start + batch]))
-            if len(in_flight) >= window:
-                await in_flight.pop(0).wait()
-        for acked in in_flight:
-            with trio.fail_after(120):
-                await acked.wait()
+#: Operations one pre-fill node sends: below ``kora serve``'s default burst of 10,000 per node
+#: (``ServerLimits.ops_burst``; the sustained rate is 2,000 ops/min).
+PREFILL_PER_NODE = 9_000
+
+
+async def prefill_over_wire(
+    url: str, count: int, *, first: int = 0, batch: int = 1000, window: int = 4
+) -> None:
+    """Pre-fill a server we do not own: clients push the operations once, a fresh node (and
+    connection) per ``PREFILL_PER_NODE`` operations so the rate limit is never hit."""
+    for start in range(first, first + count, PREFILL_PER_NODE):
+        size = min(PREFILL_PER_NODE, first + count - start)
+        async with open_wire_client(url) as client:
+            operations = prefill_operations(size, first=start, node_id=client.node_id)
+            in_flight: list[trio.Event] = []
+            with trio.fail_after(300):
+                for offset in range(0, size, batch):
+                    in_flight.append(await client.push(operations[offset : offset + batch]))
+                    if len(in_flight) >= window:
+                        await in_flight.pop(0).wait()
+                for acked in in_flight:
+                    await acked.wait()
 
 
 async def initial_sync(

@@ -25,6 +25,7 @@ from kora.core.ids import uuid7
 from kora.core.operation import Operation, OpType
 from kora.protocol import (
     Acknowledgment,
+    ErrorMessage,
     FrameCodec,
     Handshake,
     HandshakeResponse,
@@ -101,6 +102,10 @@ class OperationFactory:
         return self._make(OpType.UPDATE, record_id, data, previous)
 
 
+class ServerRefusedError(RuntimeError):
+    """The server sent an ``error`` message (it closes the connection next)."""
+
+
 DeliveryCallback = Callable[[float, OperationBatch], None]
 
 
@@ -165,6 +170,8 @@ class WireClient:
                 )
             elif isinstance(message, Acknowledgment) and self._awaiting_acks:
                 self._awaiting_acks.popleft().set()
+            elif isinstance(message, ErrorMessage):
+                raise ServerRefusedError(f"{message.code}: {message.message}")
 
 
 @asynccontextmanager
