@@ -6,7 +6,7 @@ The engine-level mailboxes:
   :class:`Attached`, :class:`Detached`, :class:`BatchAcked`, :class:`Streaming`,
   :class:`QueueChanged`;
 * the **commands** mailbox of :class:`~kora.sync.scheduler.ReconnectScheduler`:
-  :class:`Connect`, :class:`Disconnect`;
+  :class:`Connect`, :class:`Disconnect`, :class:`DropConnection`;
 * the **metrics** mailbox of :class:`~kora.sync.diagnostics.DiagnosticsActor`:
   :data:`~kora.sync.diagnostics.MetricEvent` and :class:`~kora.sync.diagnostics.DiagnosticsQuery`.
 
@@ -98,7 +98,15 @@ class Disconnect:
     reply: Reply[None]
 
 
-Command: TypeAlias = Connect | Disconnect
+@attrs.frozen
+class DropConnection:
+    """End the current connection (if any) and reconnect at once, e.g. because the
+    outbound queue actor restarted and lost track of it."""
+
+    reason: str
+
+
+Command: TypeAlias = Connect | Disconnect | DropConnection
 
 #: ``emit(name, payload)``: publish an app event (``app.events.emit``).
 EventEmitter: TypeAlias = Callable[[str, Mapping[str, object]], object]

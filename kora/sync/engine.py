@@ -52,6 +52,7 @@ from kora.sync._messages import (
     Command,
     Connect,
     Disconnect,
+    DropConnection,
     EventEmitter,
     OutboundMessage,
     QueueChanged,
@@ -294,6 +295,7 @@ async def open_sync(
         Mailbox[OutboundMessage](OUTBOUND_MAILBOX) as outbound,
         Mailbox[Command](COMMANDS_MAILBOX) as commands,
         outbound.sender() as wake,
+        commands.sender() as restart_notices,
     ):
 
         def on_store_change(_: object) -> None:
@@ -323,6 +325,14 @@ async def open_sync(
 
         def outbound_actor(wiring: Wiring) -> OutboundQueueActor:
             changed.set()  # a restarted run re-reads the queue
+            if wiring.generation > 0:
+                # The new run knows no connection: have the current one replaced, so that
+                # the next handshake attaches it again (nothing is lost: the queue is
+                # durable and the server drops what it already has).
+                try:
+                    restart_notices.send_nowait(DropConnection("the outbound queue restarted"))
+                except trio.WouldBlock:
+                    log.warning("could not ask for a reconnection after a queue restart")
             return OutboundQueueActor(
                 store=store,
                 batch_size=options.batch_size,

@@ -45,6 +45,7 @@ from kora.sync._messages import (
     Connect,
     Detached,
     Disconnect,
+    DropConnection,
     EventEmitter,
     Link,
     OutboundMessage,
@@ -133,10 +134,17 @@ class ConnectionScope:
         self.attempt = attempt
         self._lifecycle = lifecycle
         self.cancel_scope = trio.CancelScope()
+        self._dropped: ConnectionEnded | None = None
 
     @property
     def link_id(self) -> int:
         return self._link_id
+
+    def drop(self, reason: str) -> None:
+        """End this connection now; the scheduler reconnects at once."""
+        if self._dropped is None:
+            self._dropped = ConnectionEnded(reason)
+        self.cancel_scope.cancel()
 
     async def run(self) -> ConnectionEnded:
         """Run the attempt to its end; return why it ended.
@@ -164,6 +172,8 @@ class ConnectionScope:
                         await supervisor.run()
                     except (ChildStartFailed, SupervisorGaveUp) as exc:
                         ended = connection_ended(exc)
+                if self.cancel_scope.cancelled_caught and self._dropped is not None:
+                    ended = self._dropped
             finally:
                 session.close()
                 frames_out.close()
@@ -265,6 +275,7 @@ class ReconnectScheduler:
         self._emit = emit
         self._loop_scope: trio.CancelScope | None = None
         self._loop_done = trio.Event()
+        self._current: ConnectionScope | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._commands, self._outbound, self._metrics:
@@ -283,6 +294,8 @@ class ReconnectScheduler:
                             self._loop_scope.cancel()
                             await self._loop_done.wait()
                         command.reply.send(None)
+                    elif isinstance(command, DropConnection) and self._current is not None:
+                        self._current.drop(command.reason)
                 nursery.cancel_scope.cancel()
 
     async def _attempts(self, scope: trio.CancelScope) -> None:
@@ -320,9 +333,11 @@ class ReconnectScheduler:
         connection = self._open_scope(record)
         await self._metrics.send(ConnectAttempted())
         ended = ConnectionEnded("disconnected by the app", retry=False)
+        self._current = connection
         try:
             ended = await connection.run()
         finally:
+            self._current = None
             # Runs on a disconnect (cancellation) too: reports are bounded so that a
             # disconnect never hangs here.
             if record.accepted:

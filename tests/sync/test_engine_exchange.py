@@ -53,6 +53,11 @@ async def test_handshake_delta_and_streaming(harness: HarnessFactory) -> None:
         with trio.fail_after(5):
             await h.engine.wait_synced()
         assert h.engine.last_synced_at is not None
+    statuses: list[object] = []
+    for payload in h.of("sync:status"):
+        if not statuses or statuses[-1] != payload["status"]:
+            statuses.append(payload["status"])
+    assert statuses[:4] == ["offline", "connected", "syncing", "synced"]
     names = h.names()
     assert names.index("sync:connected") < names.index("sync:sent") < names.index("sync:synced")
     sent = [op.id for payload in h.of("sync:sent") for op in payload["operations"]]  # type: ignore[attr-defined]

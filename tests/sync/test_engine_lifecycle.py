@@ -230,3 +230,31 @@ async def test_a_dropped_connection_leaves_no_task_behind(
         await trio.sleep(1)
         assert count_tasks() == baseline
         assert h.engine.status is SyncStatus.OFFLINE
+
+
+async def test_a_restarted_queue_actor_gets_a_fresh_connection(harness: HarnessFactory) -> None:
+    async with harness() as h:
+        store = h.store
+        real_acknowledge = store.acknowledge
+        failures = [RuntimeError("disk full")]
+
+        async def acknowledge_failing_once(op_ids: object) -> int:
+            if failures:
+                raise failures.pop()
+            return await real_acknowledge(op_ids)  # type: ignore[arg-type]
+
+        store.acknowledge = acknowledge_failing_once  # type: ignore[method-assign]
+        op = await h.write("survives")
+        await h.engine.connect()
+        server = FakeServer(await h.network.accept())
+        await server.accept(await server.expect(Handshake))
+        await server.ack(await server.receive_batch())  # the queue actor crashes on this ack
+        again = FakeServer(await h.network.accept())
+        await again.accept(await again.expect(Handshake))
+        resent = await again.receive_batch()
+        assert [o.id for o in resent.operations] == [op.id]
+        await again.ack(resent)
+        with trio.fail_after(5):
+            await h.engine.wait_synced()
+        assert await store.pending_count() == 0
+        assert h.of("sync:disconnected")[0]["reason"] == "the outbound queue restarted"
