@@ -27,7 +27,15 @@ import pytest
 import trio
 
 import kora
-from kora.server import MemoryServerStore, ServerLimits, SyncServer, open_server
+import kora.sync
+from kora.server import (
+    AuthContext,
+    MemoryServerStore,
+    ServerLimits,
+    SyncServer,
+    TokenAuthProvider,
+    open_server,
+)
 from kora.sync import Frame, Transport
 from kora.sync.websocket import open_websocket_transport
 
@@ -44,8 +52,12 @@ def options(server_url: str, transport: Any, **extra: Any) -> kora.SyncOptions:
 
 
 @asynccontextmanager
-async def running_server(store: MemoryServerStore, port: int = 0) -> AsyncIterator[SyncServer]:
-    async with open_server(store=store, host="127.0.0.1", port=port, limits=LIMITS) as server:
+async def running_server(
+    store: MemoryServerStore, port: int = 0, **kwargs: Any
+) -> AsyncIterator[SyncServer]:
+    async with open_server(
+        store=store, host="127.0.0.1", port=port, limits=LIMITS, **kwargs
+    ) as server:
         yield server
 
 
@@ -255,3 +267,40 @@ async def test_diagnostics_after_a_thousand_operations() -> None:
     assert diagnostics.reconnects == 0
     assert diagnostics.connected
     assert diagnostics.uptime > 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_auth_per_attempt_and_rejection_against_the_server(transport: str) -> None:
+    async def validate(token: str) -> AuthContext | None:
+        return AuthContext(user_id="alice") if token == "good" else None
+
+    tokens = ["bad"]
+    calls = 0
+
+    async def auth() -> str:
+        nonlocal calls
+        calls += 1
+        return tokens[-1]
+
+    async with (
+        MemoryServerStore() as store,
+        running_server(store, auth=TokenAuthProvider(validate=validate)) as server,
+        kora.open_app(SCHEMA, path=None, sync=options(server.url, transport, auth=auth)) as a,
+    ):
+        assert a.sync is not None
+        failed = trio.Event()
+        a.events.on("sync:auth-failed", lambda event: failed.set())
+        await a.sync.connect()
+        with trio.fail_after(15):
+            await failed.wait()
+        await trio.sleep(0.5)  # ten times the retry interval: no retry happens
+        assert calls == 1
+        assert a.sync.status == "error"
+        with pytest.raises(kora.sync.AuthFailedError):
+            await a.sync.wait_synced()
+        tokens.append("good")
+        await a.sync.connect()
+        with trio.fail_after(15):
+            await a.sync.wait_synced()
+        assert calls == 2
+        assert (await a.sync.diagnostics()).connection_attempts == 2
