@@ -195,7 +195,8 @@ class ServerSession(SessionBase):
                 client's ``lastDeliverySequence`` or 0 for a reset (scope changed, or the
                 watermark is beyond the store's log).  ``None`` for a legacy client.
             server_max_delivery_sequence: The store's highest delivery sequence (watermark
-                clients only).  Replaced by 0 when ``delivery_start`` resets the client.
+                clients only).  Replaced by 0 when ``delivery_start`` resets the client and
+                this value is not below its watermark (so would not tell it to reset).
             accepted_scope: The resolved session scope, if any.
             blob_storage_enabled: True when the server persists pushed blob chunks.
 
@@ -220,8 +221,10 @@ class ServerSession(SessionBase):
                     f"delivery_start must be the client's watermark {client_watermark} or 0, "
                     f"got {delivery_start}"
                 )
-            if delivery_start < client_watermark:
-                server_max_delivery_sequence = 0  # tell the client to drop its watermark
+            if delivery_start < client_watermark <= server_max_delivery_sequence:
+                # The true maximum would not tell the client to drop its watermark; 0 does.
+                # (Below the watermark, as for a watermark beyond the log, it tells already.)
+                server_max_delivery_sequence = 0
             self._delivery = True
             self._delivered_through = self._sent_through = delivery_start
         selected = select_wire_format(handshake.supported_wire_formats, binary=self._binary)

@@ -157,6 +157,11 @@ def test_a_reset_watermark_is_told_to_the_client() -> None:
     session.receive(handshake(last_delivery_sequence=7))
     (response,) = sent(accept(session, delivery_start=7, server_max_delivery_sequence=50))
     assert response.server_max_delivery_sequence == 50
+    # A watermark beyond the log: the true maximum is below it, which tells the client.
+    session = ServerSession()
+    session.receive(handshake(last_delivery_sequence=7))
+    (response,) = sent(accept(session, delivery_start=0, server_max_delivery_sequence=3))
+    assert response.server_max_delivery_sequence == 3
 
 
 @pytest.mark.parametrize(
