@@ -501,6 +501,8 @@ class SyncSession:
             with trio.move_on_after(interval):
                 await subscription.wait()
             async with self._lock:
+                if self._protocol.closed:
+                    return  # shutdown closed the session while we waited for the lock
                 now = trio.current_time()
                 if protocol.awaiting_acknowledgment and now - self._last_ack_progress >= interval:
                     log.debug(
@@ -522,6 +524,8 @@ class SyncSession:
             while True:
                 frame = await self._next_frame()
                 async with self._lock:
+                    if self._protocol.closed:
+                        return  # shutdown closed the session while we waited for the lock
                     confirmed = self._protocol.delivered_through
                     for action in await self._feed(frame):
                         if isinstance(action, OperationsReceived):
