@@ -70,6 +70,7 @@ from kora.protocol.actions import (
 )
 from kora.protocol.errors import (
     DuplicateHandshakeError,
+    HandshakeRequiredError,
     RemoteProtocolError,
     TooManyOperationsError,
 )
@@ -116,9 +117,9 @@ class ErrorCode:
     except ``DUPLICATE_HANDSHAKE``)."""
 
     AUTH_FAILED: Final = "AUTH_FAILED"
-    HANDSHAKE_REQUIRED: Final = "HANDSHAKE_REQUIRED"
+    HANDSHAKE_REQUIRED: Final = HandshakeRequiredError.code  # raised by ServerSession
     HANDSHAKE_TIMEOUT: Final = "HANDSHAKE_TIMEOUT"
-    DUPLICATE_HANDSHAKE: Final = "DUPLICATE_HANDSHAKE"
+    DUPLICATE_HANDSHAKE: Final = DuplicateHandshakeError.code  # raised by ServerSession
     RATE_LIMIT: Final = "RATE_LIMIT"
     BATCH_TOO_LARGE: Final = "BATCH_TOO_LARGE"
     MAX_CONNECTIONS: Final = "MAX_CONNECTIONS"
