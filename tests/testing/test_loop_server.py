@@ -28,7 +28,8 @@ async def test_two_apps_converge_through_a_partition(
             kora.open_app(SCHEMA, path=None, sync=sync_options(link_a)) as a,
             kora.open_app(SCHEMA, path=None, sync=sync_options(link_b)) as b,
         ):
-            assert a.sync is not None and b.sync is not None
+            assert a.sync is not None
+            assert b.sync is not None
             await a.sync.connect()
             await b.sync.connect()
             todo = await a.collection("todos").insert({"title": "milk"})
@@ -67,7 +68,8 @@ async def test_chaos_drops_and_duplicates_still_converge(
             kora.open_app(SCHEMA, path=None, sync=sync_options(chaos_a)) as a,
             kora.open_app(SCHEMA, path=None, sync=sync_options(chaos_b)) as b,
         ):
-            assert a.sync is not None and b.sync is not None
+            assert a.sync is not None
+            assert b.sync is not None
             await a.sync.connect()
             await b.sync.connect()
             for i in range(30):
