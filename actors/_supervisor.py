@@ -11,6 +11,9 @@ A supervisor owns one nursery.  Every run of every child is one task in it, star
    shielded, so cancelling the supervisor while a child starts cancels that child.  From
    ``started()`` on it is shielded: nothing but this supervisor stops a running child, one
    child at a time, so children stop in reverse start order whoever cancelled the tree.
+   A ``started()`` that trio refuses (the ``nursery.start`` is already cancelled, so trio
+   leaves the task where it is) starts nothing: the scope stays unshielded and the
+   cancellation reaches the child at its next checkpoint, as if it had come earlier.
 2. **A run never raises into the nursery after started().**  Its task records the outcome
    (returned, raised, or stopped), emits the event and wakes the supervisor's loop.  Before
    ``started()`` it re-raises, so ``nursery.start`` raises in the supervisor: a failed start.
@@ -126,8 +129,10 @@ class _Run:
         "exception",
         "generation",
         "shutdown",
+        "start_cancelled",
         "started",
         "stop",
+        "task",
         "wiring",
     )
 
@@ -138,6 +143,8 @@ class _Run:
         self.stop = StopControl()
         self.shutdown: float | None = WORKER_SHUTDOWN
         self.started = False
+        self.start_cancelled = False
+        self.task: trio.lowlevel.Task | None = None
         self.ended = False
         self.exception: Exception | None = None
         self.end_seq = 0
@@ -155,8 +162,9 @@ class _StartHook:
         self._on_started = on_started
 
     def started(self, value: None = None) -> None:
-        self._on_started()
+        # trio's first: it raises on a second call, and it may refuse to move the task.
         self._inner.started()
+        self._on_started()
 
 
 @final
@@ -453,15 +461,23 @@ class Supervisor:
             child.run = None
             child.state = ChildState.PENDING
             return exc
+        if not run.started:
+            # The child called started() into this cancelled start and trio returned
+            # normally all the same: it did not start, and we are being cancelled.
+            await trio.lowlevel.checkpoint()
         return None
 
     async def _child_task(self, run: _Run, *, task_status: trio.TaskStatus[None]) -> None:
+        run.task = trio.lowlevel.current_task()
         run.stop.install()
         try:
             exception = await self._run_child(
                 run, _StartHook(task_status, lambda: self._started(run))
             )
-            self._ended(run, exception)
+            # Not started yet means trio refused its started() and it returned: it never ran
+            # (as when the cancellation of a start reaches a child earlier), no event is due.
+            if run.started:
+                self._ended(run, exception)
         finally:
             run.done.set()
 
@@ -474,7 +490,7 @@ class Supervisor:
                     await target.run(task_status=task_status)
                 else:
                     await target(task_status=task_status)
-                if not run.started:
+                if not run.started and not run.start_cancelled:
                     raise RuntimeError(
                         f"child {run.child.spec.id!r} returned before calling task_status.started()"
                     )
@@ -494,8 +510,12 @@ class Supervisor:
         return spec.shutdown
 
     def _started(self, run: _Run) -> None:
-        if run.started:
-            return  # a second started() call: trio's own task_status raises for it
+        assert run.task is not None
+        if run.task.parent_nursery is not self._nursery:
+            # trio did not move the task: its start is cancelled.  Shielding the run now
+            # would keep that cancellation out for good, and nothing would stop the child.
+            run.start_cancelled = True
+            return
         run.started = True
         run.stop.scope.shield = True  # Rule 1: from now on only this supervisor stops it
         run.child.state = ChildState.RUNNING

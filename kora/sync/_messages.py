@@ -110,15 +110,3 @@ Command: TypeAlias = Connect | Disconnect | DropConnection
 
 #: ``emit(name, payload)``: publish an app event (``app.events.emit``).
 EventEmitter: TypeAlias = Callable[[str, Mapping[str, object]], object]
-
-
-async def report_started(task_status: trio.TaskStatus[None]) -> None:
-    """``task_status.started()`` unless the start is being cancelled (then raise Cancelled).
-
-    trio does not move a task whose ``nursery.start`` is already cancelled when it calls
-    ``started()``; ``actors.Supervisor`` shields the child's run scope all the same, so
-    such a child would never be stopped.  A checkpoint right before ``started()`` turns that
-    case into a plain cancelled start (no await between the two, so no window is left).
-    """
-    await trio.lowlevel.checkpoint()
-    task_status.started()

@@ -17,7 +17,6 @@ from typing import Final
 import trio
 
 from actors import shutdown_grace
-from kora.sync._messages import report_started
 from kora.sync.diagnostics import FrameReceived, FrameSent, MetricMessage
 from kora.sync.errors import ConnectionEnded, TransportClosed
 from kora.sync.transport import Frame, Transport, TransportFactory, frame_size
@@ -60,7 +59,7 @@ class ConnectionActor:
             try:
                 async with self._factory() as transport:
                     started = True
-                    await report_started(task_status)
+                    task_status.started()
                     try:
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._pump_out, transport, nursery.cancel_scope)

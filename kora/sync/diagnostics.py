@@ -31,7 +31,6 @@ import attrs
 import trio
 
 from actors import Reply
-from kora.sync._messages import report_started
 
 __all__ = [
     "BANDWIDTH_WINDOW",
@@ -301,7 +300,7 @@ class DiagnosticsActor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._events:
-            await report_started(task_status)
+            task_status.started()
             async for event in self._events:
                 if isinstance(event, DiagnosticsQuery):
                     event.reply.send(self._recorder.snapshot(trio.current_time()))

@@ -38,7 +38,7 @@ from kora.protocol.actions import (
 from kora.protocol.errors import RemoteProtocolError
 from kora.protocol.wire_format import WireFormat
 from kora.store import Store
-from kora.sync._messages import Attached, EventEmitter, Link, OutboundMessage, report_started
+from kora.sync._messages import Attached, EventEmitter, Link, OutboundMessage
 from kora.sync._view import ScopeMemo, view_signature
 from kora.sync.diagnostics import ConnectionOpened, MetricMessage
 from kora.sync.errors import ConnectionEnded
@@ -121,7 +121,7 @@ class HandshakeActor:
                     f"no handshake-response within {self._options.connect_timeout} s"
                 )
             await self._accept(accepted)
-            await report_started(task_status)
+            task_status.started()
 
     async def _token(self) -> str | None:
         if self._options.auth is None:

@@ -50,7 +50,6 @@ from kora.sync._messages import (
     OutboundMessage,
     QueueChanged,
     Streaming,
-    report_started,
 )
 from kora.sync.diagnostics import BatchRoundTrip, MetricMessage, OperationsSent
 from kora.sync.status import StatusBoard
@@ -152,7 +151,7 @@ class OutboundQueueActor:
         with self._inbox, self._metrics:
             try:
                 await self._refresh_pending()
-                await report_started(task_status)
+                task_status.started()
                 async for message in self._inbox:
                     await self._handle(message)
                     if self._changed.take():

@@ -44,7 +44,6 @@ from kora.sync._messages import (
     OutboundMessage,
     QueueChanged,
     Streaming,
-    report_started,
 )
 from kora.sync.diagnostics import MetricMessage, OperationsReceived
 from kora.sync.errors import ConnectionEnded
@@ -102,7 +101,7 @@ class ReceiverActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self._link.session
         with self._frames_in, self._frames_out, self._outbound, self._metrics:
-            await report_started(task_status)
+            task_status.started()
             while True:
                 frame = await self._next_frame()
                 try:

@@ -49,7 +49,6 @@ from kora.sync._messages import (
     EventEmitter,
     Link,
     OutboundMessage,
-    report_started,
 )
 from kora.sync._view import ScopeMemo, view_signature
 from kora.sync.backoff import ReconnectBackoff
@@ -280,7 +279,7 @@ class ReconnectScheduler:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._commands, self._outbound, self._metrics:
             async with trio.open_nursery() as nursery:
-                await report_started(task_status)
+                task_status.started()
                 async for command in self._commands:
                     if isinstance(command, Connect):
                         if self._loop_scope is None:

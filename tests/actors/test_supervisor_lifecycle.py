@@ -9,6 +9,7 @@ import trio
 from actors_helpers import (
     Boom,
     EventLog,
+    Scripted,
     by_generation,
     crash_after,
     ids,
@@ -328,3 +329,113 @@ async def test_an_empty_supervisor_returns_at_once(autojump_clock: object) -> No
     async with trio.open_nursery() as nursery:
         await nursery.start(Supervisor([]).run)
     assert trio.current_time() == 0.0
+
+
+class StartsUnderShield:
+    """Gets ready inside a shield, so a cancellation of its start finds it in started().
+
+    trio does not move a task that calls ``started()`` while its ``nursery.start`` is
+    cancelled; the supervisor must then leave the run unshielded so the cancellation reaches
+    the child.  It runs on for `runs_for` seconds if nothing stops it (bounded, so the old
+    bug shows as a failure and not a hang).
+    """
+
+    def __init__(self, wiring: Wiring, log: list[tuple[str, float]], runs_for: float) -> None:
+        self._id = wiring.child_id
+        self._log = log
+        self._runs_for = runs_for
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2)
+        task_status.started()  # no checkpoint since the cancellation: still "starting"
+        try:
+            await trio.sleep(self._runs_for)
+        except trio.Cancelled:
+            self._log.append((f"stopped {self._id}", trio.current_time()))
+            raise
+        self._log.append((f"ran on {self._id}", trio.current_time()))
+
+
+def starts_under_shield(child_id: str, log: list[tuple[str, float]]) -> ChildSpec:
+    # Temporary: with the old bug it must end after its 30 s rather than be restarted.
+    return ChildSpec(
+        id=child_id,
+        start=lambda wiring: StartsUnderShield(wiring, log, 30),
+        restart=Restart.TEMPORARY,
+    )
+
+
+async def test_a_child_reporting_started_into_a_cancelled_start_is_still_cancelled(
+    autojump_clock: object,
+) -> None:
+    log: list[tuple[str, float]] = []
+    events = EventLog()
+    supervisor = Supervisor(
+        [graceful("ready", 1, log), starts_under_shield("late", log)], events=events.send
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            with trio.move_on_after(1) as scope:
+                await nursery.start(supervisor.run)
+    assert scope.cancelled_caught
+    # "late" is stopped at its first checkpoint after started(), then "ready" with its grace.
+    assert log == [("stopped late", 2.0), ("done ready", 3.0)]
+    assert ids(events.drain(), ChildStarted) == ["ready"]
+    assert {info.state for info in supervisor.children()} == {ChildState.TERMINATED}
+
+
+async def test_a_nested_supervisor_started_into_a_cancelled_start_stops_its_children(
+    autojump_clock: object,
+) -> None:
+    log: list[tuple[str, float]] = []
+    # Everything temporary and bounded, so that the old bug fails the test, not hangs it.
+    inner = Supervisor([starts_under_shield("late", log)], name="in")
+    outer = Supervisor(
+        [ChildSpec(id="inner", start=lambda wiring: inner, restart=Restart.TEMPORARY)],
+        name="out",
+    )
+    with trio.fail_after(10):
+        with trio.move_on_after(1):
+            await outer.run()
+    assert log == [("stopped late", 2.0)]
+    assert trio.current_time() == 2.0
+
+
+async def test_a_restart_whose_start_is_cancelled_does_not_leave_the_child_running(
+    autojump_clock: object,
+) -> None:
+    log: list[tuple[str, float]] = []
+    generation_log: list[int] = []
+
+    def start(wiring: Wiring) -> StartsUnderShield | Scripted:
+        generation_log.append(wiring.generation)
+        if wiring.generation == 0:
+            return Scripted(wiring, crash_after(1))
+        return StartsUnderShield(wiring, log, 30)
+
+    supervisor = Supervisor([ChildSpec(id="c", start=start, restart=Restart.TRANSIENT)])
+    with trio.fail_after(10):
+        with trio.move_on_after(2):  # the restart began at 1 and is ready only at 3
+            await supervisor.run()
+    assert generation_log == [0, 1]
+    assert log == [("stopped c", 3.0)]
+
+
+async def test_a_child_returning_right_after_a_refused_started_is_no_failed_start(
+    autojump_clock: object,
+) -> None:
+    async def quick(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2)
+        task_status.started()  # refused: the start was cancelled at 1
+
+    events = EventLog()
+    supervisor = Supervisor([ChildSpec(id="q", start=lambda wiring: quick)], events=events.send)
+    with trio.fail_after(10):
+        with trio.move_on_after(1) as scope:
+            await supervisor.run()  # a cancellation, not ChildStartFailed
+    assert scope.cancelled_caught
+    assert trio.current_time() == 2.0
+    assert events.drain() == []  # it never ran: neither started nor exited
+    assert supervisor.children()[0].state is ChildState.TERMINATED
