@@ -15,19 +15,33 @@ may have ticked, which is harmless: it only ever moves forward.
 
 The engine is the single place where semantics live, which is why ``SQLiteStore`` and
 ``MemoryStore`` pass the same contract suite.
+
+Clock rebase (spec 3.8)
+-----------------------
+
+``plan_rebase`` re-stamps the queued operations that a fast clock stamped too far ahead of
+the server's time.  The queue is in creation order and local timestamps only grow, so the
+operations to re-stamp are a suffix of the queue: from the first one ahead of
+``server time + 60 s`` to the end.  They are stamped again, in order, by an HLC that starts
+at the newest timestamp the store holds within that limit (so each stays after everything it
+was written after) and whose physical time is the server's.  Their ids change with the
+timestamp; their causal deps go through the old-to-new mapping; sequence numbers stay, so
+the rows are replaced, not added.  Their records are re-folded, since field versions are
+timestamps.  The store's clock restarts from the new newest timestamp, and its physical
+time is corrected by how far it ran ahead, so later writes are not ahead again.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Final, Protocol
 
 import attrs
 
 from kora.core.atomic import apply_atomic_op
 from kora.core.errors import InvalidTimestampError, RemoteClockDriftError, ValidationError
-from kora.core.hlc import HLCTimestamp, HybridLogicalClock
+from kora.core.hlc import MAX_INGEST_FUTURE_MS, MAX_WALL_TIME, HLCTimestamp, HybridLogicalClock
 from kora.core.ids import uuid7
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
@@ -36,7 +50,19 @@ from kora.store._fast_ops import build_operation, encode_sorted
 from kora.store.errors import RecordExistsError, RecordNotFoundError
 from kora.store.values import ChangeSet, LocalMutation, RemoteRejection
 
-__all__ = ["Replica", "TxReader", "TxWrites", "dumps"]
+__all__ = [
+    "MAX_CLOCK_LEAD_MS",
+    "CorrectedClock",
+    "RebaseWrites",
+    "Replica",
+    "TxReader",
+    "TxWrites",
+    "dumps",
+]
+
+#: How far ahead of the server's time a queued operation may be stamped (the server's own
+#: limit, spec 8.4); further ahead, ``rebase_pending`` re-stamps it (spec 3.8).
+MAX_CLOCK_LEAD_MS: Final = MAX_INGEST_FUTURE_MS
 
 #: Compact JSON as stored (sorted keys); NaN and infinities are refused.
 dumps = encode_sorted
@@ -56,6 +82,16 @@ class TxReader(Protocol):
     def op_id_at(self, node_id: str, sequence_number: int) -> str | None: ...
 
     def last_local_op_id(self, node_id: str, collection: str) -> str | None: ...
+
+    def queued_from_stamp(self, stamp: str) -> list[Operation]:
+        """Queued operations, in queue order, from the first whose serialized timestamp is
+        ``>= stamp`` to the end of the queue (empty when none is)."""
+        ...
+
+    def max_stamp_below(self, stamp: str, excluding: Collection[str]) -> str | None:
+        """The greatest serialized timestamp ``< stamp`` of a stored operation whose id is
+        not in ``excluding`` (None if there is none)."""
+        ...
 
 
 #: JSON columns of an operation, encoded once (and so validated) by the engine:
@@ -111,6 +147,58 @@ class TxWrites:
         return state
 
 
+@attrs.define
+class RebaseWrites:
+    """What one clock rebase writes (see the module docstring).
+
+    Attributes:
+        replaced: ``(old id, new operation, its encoded columns)`` in queue order.
+        records: The re-folded state of every record a re-stamped operation belongs to.
+        clock: The clock to use from the commit on (None: keep the current one).
+        clock_last: ``clock.last``, to persist when ``clock`` is set (None: nothing issued).
+        correction_ms: The physical clock correction to use from the commit on.
+    """
+
+    replaced: list[tuple[str, Operation, EncodedOp]] = attrs.field(factory=list)
+    records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
+    clock: HybridLogicalClock | None = None
+    clock_last: HLCTimestamp | None = None
+    correction_ms: int = 0
+
+    @property
+    def writes_anything(self) -> bool:
+        return bool(self.replaced) or self.clock is not None
+
+    def id_map(self) -> dict[str, str]:
+        return {old: op.id for old, op, _ in self.replaced}
+
+    def changes(self) -> ChangeSet:
+        touched: dict[str, set[str]] = {}
+        for collection, record_id in self.records:
+            touched.setdefault(collection, set()).add(record_id)
+        return ChangeSet.of(touched)
+
+
+class CorrectedClock:
+    """The HLC's physical clock: a source of ms since the epoch plus a correction.
+
+    The correction is 0 until a clock rebase finds the source more than
+    ``MAX_CLOCK_LEAD_MS`` ahead of the server; it then brings the source back to the
+    server's time, so later local writes are stamped near it.  It lives as long as the
+    store is open; the first accepted handshake after a restart sets it again.
+    """
+
+    def __init__(self, source: Callable[[], int]) -> None:
+        self._source = source
+        self.correction_ms = 0
+
+    def uncorrected(self) -> int:
+        return int(self._source())
+
+    def __call__(self) -> int:
+        return int(self._source()) + self.correction_ms
+
+
 def fresh_state(op: Operation, stamp: str) -> RecordState:
     """What ``kora.merge.apply(None, insert)`` gives, without the general machinery."""
     fields = op.data or {}
@@ -162,6 +250,7 @@ class Replica:
         node_id: This node's id.
         clock: This node's HLC (ticked only inside transactions, so never concurrently).
         version_vector: Highest sequence number stored per node, as loaded at open.
+        physical: The clock's physical time source (its correction moves on a rebase).
         schema_version: The app schema version stamped on local operations.
     """
 
@@ -171,10 +260,12 @@ class Replica:
         clock: HybridLogicalClock,
         version_vector: Mapping[str, int],
         *,
+        physical: CorrectedClock,
         schema_version: int = 1,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
+        self.physical = physical
         self.vv: dict[str, int] = dict(version_vector)
         self.schema_version = schema_version
         self._last_local: dict[str, str | None] = {}
@@ -378,6 +469,70 @@ class Replica:
         if holder is not None and holder != op.id:
             raise _Conflict(f"sequence {seq} of node {op.node_id} is already held by {holder}")
         return encoded
+
+    # ------------------------------------------------------------------- clock rebase
+
+    def plan_rebase(self, reader: TxReader, server_time_ms: int) -> RebaseWrites:
+        """Plan re-stamping the queued operations stamped too far ahead (spec 3.8).
+
+        Raises:
+            ValidationError: ``server_time_ms`` is not a non-negative int of ms.
+        """
+        if type(server_time_ms) is not int or not 0 <= server_time_ms < MAX_WALL_TIME:
+            raise ValidationError(f"server time must be an int of ms >= 0, got {server_time_ms!r}")
+        limit = server_time_ms + MAX_CLOCK_LEAD_MS
+        lead = self.physical.uncorrected() - server_time_ms
+        writes = RebaseWrites(correction_ms=-lead if lead > MAX_CLOCK_LEAD_MS else 0)
+        last = self.clock.last
+        # Everything this node holds is at or below its clock: nothing can be ahead if it is not.
+        if last is None or last.wall_time <= limit or limit + 1 >= MAX_WALL_TIME:
+            return writes
+        ahead = f"{limit + 1:015d}"
+        queued = reader.queued_from_stamp(ahead)
+        floor = reader.max_stamp_below(ahead, {op.id for op in queued})
+        restamp = HybridLogicalClock(
+            self.node_id,
+            lambda: server_time_ms,
+            last=None if floor is None else HLCTimestamp.parse(floor),
+        )
+        renamed: dict[str, str] = {}
+        for op in queued:
+            deps = tuple(renamed.get(dep, dep) for dep in op.causal_deps)
+            new, data_text, stamp = build_operation(
+                node_id=op.node_id, op_type=op.type, collection=op.collection,
+                record_id=op.record_id, data=op.data, previous_data=op.previous_data,
+                timestamp=restamp.now(), sequence_number=op.sequence_number, causal_deps=deps,
+                schema_version=op.schema_version, atomic_ops=op.atomic_ops,
+                transaction_id=op.transaction_id, mutation_name=op.mutation_name,
+            )  # fmt: skip
+            renamed[op.id] = new.id
+            encoded: EncodedOp = (
+                stamp,
+                data_text,
+                None if op.previous_data is None else dumps(op.previous_data),
+                _encode_atomic(op.atomic_ops),
+                _deps_json(list(deps)),
+            )
+            writes.replaced.append((op.id, new, encoded))
+        replacements = {old: new for old, new, _ in writes.replaced}
+        for key in dict.fromkeys((op.collection, op.record_id) for op in queued):
+            stored = reader.load_record_ops(*key)
+            state = fold(replacements.get(op.id, op) for op in stored)
+            assert state is not None
+            writes.records[key] = state
+        writes.clock = HybridLogicalClock(self.node_id, self.physical, last=restamp.last)
+        writes.clock_last = restamp.last
+        return writes
+
+    def committed_rebase(self, writes: RebaseWrites) -> None:
+        """Publish a committed rebase: the new clock, its correction, renamed last ops."""
+        self.physical.correction_ms = writes.correction_ms
+        if writes.clock is not None:
+            self.clock = writes.clock
+        renamed = writes.id_map()
+        for collection, op_id in self._last_local.items():
+            if op_id is not None and op_id in renamed:
+                self._last_local[collection] = renamed[op_id]
 
     # ------------------------------------------------------------------------ shared
 

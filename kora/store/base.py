@@ -30,7 +30,8 @@ local or remote, right after its commit, in the task that wrote; the result of
 Listeners must be quick and must not raise (an exception is logged and dropped so that it
 cannot make a committed write look failed).
 
-Not provided yet: re-stamping unacknowledged operations after a clock rebase (spec 3.8).
+Clock rebase (spec 3.8): ``rebase_pending`` re-stamps queued operations that a fast clock
+stamped beyond what the server accepts, in one transaction (see ``kora.store._engine``).
 """
 
 from __future__ import annotations
@@ -237,6 +238,33 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def rejected_operations(self) -> list[RejectedOperation]:
         """Rejections recorded by ``reject``, oldest first."""
+
+    @abc.abstractmethod
+    async def rebase_pending(self, server_time_ms: int) -> int:
+        """Re-stamp queued operations stamped too far ahead of the server (spec 3.8).
+
+        When queued (never acknowledged) operations carry a wall time beyond
+        ``server_time_ms + 60 s`` (the server refuses those), every queued operation from
+        the first such one on gets a new HLC timestamp based on ``server_time_ms``, in
+        order, later than every other operation the store holds within that limit.  Their
+        ids (content hashes) change, causal deps follow the old-to-new mapping, sequence
+        numbers stay: the log rows, the queue entries and the records' field versions are
+        replaced in one transaction, and change listeners hear of the records.  The clock
+        restarts from the newest timestamp within the limit; while the physical clock runs
+        more than 60 s ahead of the server, it is corrected by that lead, so later local
+        writes are stamped near the server's time (the correction lasts until the store is
+        closed, and every call sets it again from ``server_time_ms``).
+
+        Args:
+            server_time_ms: The server's time (``serverTime`` of the handshake-response).
+
+        Returns:
+            How many operations were re-stamped (0 when none was ahead).
+
+        Raises:
+            ValidationError: ``server_time_ms`` is not an int of ms >= 0.
+            StoreFailedError: The database failed; nothing was changed.
+        """
 
     # ----------------------------------------------------------- delivery watermark
 

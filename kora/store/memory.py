@@ -7,7 +7,7 @@ a failing write leaves nothing behind.  Every method is a checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -19,7 +19,7 @@ from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
 from kora.merge import RecordState
 from kora.store import _query
-from kora.store._engine import Replica, TxWrites
+from kora.store._engine import CorrectedClock, RebaseWrites, Replica, TxWrites
 from kora.store.base import MAX_WATERMARK_VIEWS, Store
 from kora.store.values import (
     ApplyResult,
@@ -82,6 +82,21 @@ class MemoryStore(Store):
         ]
         return max(mine, key=lambda op: op.sequence_number).id if mine else None
 
+    def queued_from_stamp(self, stamp: str) -> list[Operation]:
+        queued = [self._ops[op_id] for op_id in self._outbound]
+        for index, op in enumerate(queued):
+            if op.timestamp.serialize() >= stamp:
+                return queued[index:]
+        return []
+
+    def max_stamp_below(self, stamp: str, excluding: Collection[str]) -> str | None:
+        stamps = [
+            serialized
+            for op in self._ops.values()
+            if op.id not in excluding and (serialized := op.timestamp.serialize()) < stamp
+        ]
+        return max(stamps, default=None)
+
     # ------------------------------------------------------------- plumbing
 
     async def _enter(self) -> None:
@@ -99,6 +114,19 @@ class MemoryStore(Store):
         for op_id in tx.enqueue:
             self._outbound[op_id] = None
         self._replica.committed(tx)
+
+    def _commit_rebase(self, writes: RebaseWrites) -> None:
+        for old_id, op, _ in writes.replaced:
+            del self._ops[old_id]
+            self._ops[op.id] = op
+            self._by_node_seq[(op.node_id, op.sequence_number)] = op.id
+            ids = self._by_record[(op.collection, op.record_id)]
+            ids[ids.index(old_id)] = op.id
+        renamed = writes.id_map()
+        self._outbound = {renamed.get(op_id, op_id): None for op_id in self._outbound}
+        for (collection, record_id), state in writes.records.items():
+            self._records.setdefault(collection, {})[record_id] = state
+        self._replica.committed_rebase(writes)
 
     # ------------------------------------------------------------- identity
 
@@ -237,6 +265,13 @@ class MemoryStore(Store):
         await self._enter()
         return sorted(self._rejected.values(), key=lambda r: (r.rejected_at, r.op_id))
 
+    async def rebase_pending(self, server_time_ms: int) -> int:
+        await self._enter()
+        writes = self._replica.plan_rebase(self, server_time_ms)
+        self._commit_rebase(writes)
+        self._notify(writes.changes())
+        return len(writes.replaced)
+
     # --------------------------------------------------- delivery watermark
 
     async def delivery_watermark(self, view: str = "") -> int:
@@ -277,8 +312,13 @@ async def open_memory_store(
     """
     node = node_id or uuid7()
     clock_source = physical_clock or system_clock_ms
+    physical = CorrectedClock(clock_source)
     replica = Replica(
-        node, HybridLogicalClock(node, clock_source), {}, schema_version=schema_version
+        node,
+        HybridLogicalClock(node, physical),
+        {},
+        physical=physical,
+        schema_version=schema_version,
     )
     store = MemoryStore(replica, clock_source)
     await trio.lowlevel.checkpoint()

@@ -21,7 +21,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeVar
 
@@ -34,7 +34,14 @@ from kora.core.operation import Operation, OpType
 from kora.core.version_vector import VersionVector
 from kora.merge import RecordState
 from kora.store import _query
-from kora.store._engine import Replica, TxWrites, decode_atomic, dumps
+from kora.store._engine import (
+    CorrectedClock,
+    RebaseWrites,
+    Replica,
+    TxWrites,
+    decode_atomic,
+    dumps,
+)
 from kora.store._sqlite_schema import migrate
 from kora.store.base import MAX_WATERMARK_VIEWS, Store
 from kora.store.errors import StoreFailedError, StoreVersionError
@@ -83,6 +90,7 @@ _RAISE_VV: Final = (
     "ON CONFLICT (node_id) DO UPDATE SET sequence = max(sequence, excluded.sequence)"
 )
 _SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+_QUEUED_OP_COLUMNS: Final = ", ".join(f"o.{c.strip()}" for c in _OP_COLUMNS.split(","))
 
 _TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
 
@@ -204,6 +212,50 @@ class _Reader:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def queued_from_stamp(self, stamp: str) -> list[Operation]:
+        rows = self._conn.execute(
+            f"SELECT {_QUEUED_OP_COLUMNS} FROM outbound q JOIN ops o ON o.rowid = q.op_rowid "
+            "WHERE q.op_rowid >= (SELECT min(a.op_rowid) FROM outbound a "
+            "JOIN ops b ON b.rowid = a.op_rowid WHERE b.hlc >= ?) ORDER BY q.op_rowid",
+            (stamp,),
+        ).fetchall()
+        return [_row_to_op(row) for row in rows]
+
+    def max_stamp_below(self, stamp: str, excluding: Collection[str]) -> str | None:
+        # At most len(excluding) of the greatest stamps can be excluded ones.
+        rows = self._conn.execute(
+            "SELECT id, hlc FROM ops WHERE hlc < ? ORDER BY hlc DESC LIMIT ?",
+            (stamp, len(excluding) + 1),
+        )
+        return next((str(hlc) for op_id, hlc in rows if op_id not in excluding), None)
+
+
+def _upsert_records(conn: sqlite3.Connection, states: Iterable[RecordState]) -> None:
+    conn.executemany(
+        _UPSERT_RECORD,
+        [
+            (state.collection, state.record_id, dumps(state.fields), _encode_versions(state),
+             dumps(state.field_atomic) if state.field_atomic else "{}", int(state.deleted),
+             state.version, state.created_version, state.last_op_id)
+            for state in states
+        ],
+    )  # fmt: skip
+
+
+def _write_rebase(conn: sqlite3.Connection, writes: RebaseWrites) -> None:
+    """Replace the re-stamped rows in place: same rowid, so the queue entries stay put."""
+    conn.executemany(
+        "UPDATE ops SET id = ?, hlc = ?, causal_deps = ? WHERE id = ?",
+        [(op.id, encoded[0], encoded[4], old_id) for old_id, op, encoded in writes.replaced],
+    )
+    if writes.records:
+        _upsert_records(conn, writes.records.values())
+    if writes.clock is not None:
+        if writes.clock_last is None:
+            conn.execute("DELETE FROM meta WHERE key = 'hlc'")
+        else:
+            conn.execute(_SET_META, ("hlc", writes.clock_last.serialize()))
+
 
 def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     """Write a planned transaction with one ``executemany`` per table."""
@@ -235,15 +287,7 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
             ],
         )
     if tx.records:
-        conn.executemany(
-            _UPSERT_RECORD,
-            [
-                (state.collection, state.record_id, dumps(state.fields), _encode_versions(state),
-                 dumps(state.field_atomic) if state.field_atomic else "{}", int(state.deleted),
-                 state.version, state.created_version, state.last_op_id)
-                for state in tx.records.values()
-            ],
-        )  # fmt: skip
+        _upsert_records(conn, tx.records.values())
     if tx.vv:
         conn.executemany(_RAISE_VV, list(tx.vv.items()))
     if tx.clock_last is not None:
@@ -447,9 +491,8 @@ class SQLiteStore(Store):
 
     async def pending(self, limit: int | None = None) -> list[Operation]:
         def work(conn: sqlite3.Connection) -> list[Operation]:
-            columns = ", ".join(f"o.{c.strip()}" for c in _OP_COLUMNS.split(","))
             rows = conn.execute(
-                f"SELECT {columns} FROM outbound q JOIN ops o ON o.rowid = q.op_rowid "
+                f"SELECT {_QUEUED_OP_COLUMNS} FROM outbound q JOIN ops o ON o.rowid = q.op_rowid "
                 "ORDER BY q.op_rowid LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
@@ -506,6 +549,22 @@ class SQLiteStore(Store):
             return [RejectedOperation(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
         return await self._run(work)
+
+    async def rebase_pending(self, server_time_ms: int) -> int:
+        def work(conn: sqlite3.Connection) -> RebaseWrites:
+            def body(c: sqlite3.Connection) -> RebaseWrites:
+                writes = self._replica.plan_rebase(_Reader(c), server_time_ms)
+                if writes.writes_anything:
+                    _write_rebase(c, writes)
+                return writes
+
+            writes = _in_transaction(conn, body)
+            self._replica.committed_rebase(writes)
+            return writes
+
+        writes = await self._run(work)
+        self._notify(writes.changes())
+        return len(writes.replaced)
 
     # -------------------------------------------------------- delivery watermark
 
@@ -661,10 +720,10 @@ async def open_sqlite_store(
     except sqlite3.Error as exc:
         raise StoreFailedError(f"cannot open the store at {path!r}: {exc}") from exc
     clock_source = physical_clock or system_clock_ms
-    clock = HybridLogicalClock(stored_node, clock_source, last=last)
-    store = SQLiteStore(
-        conn, Replica(stored_node, clock, vv, schema_version=schema_version), clock_source, indexes
-    )
+    physical = CorrectedClock(clock_source)
+    clock = HybridLogicalClock(stored_node, physical, last=last)
+    replica = Replica(stored_node, clock, vv, physical=physical, schema_version=schema_version)
+    store = SQLiteStore(conn, replica, clock_source, indexes)
     try:
         yield store
     finally:

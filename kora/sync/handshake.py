@@ -8,9 +8,9 @@ Per connection attempt it
 3. waits (``connect_timeout``) for the handshake-response, then either
 
    * **accepts**: persists a reset watermark, adopts ``acceptedScope``, checks the clock
-     skew (rebasing queued operations stamped more than 60 s ahead of ``serverTime`` when
-     the store can), emits ``sync:connected``, hands the link to the outbound queue and
-     calls ``started()``, which lets the receiver start; or
+     skew (the store re-stamps queued operations stamped more than 60 s ahead of
+     ``serverTime``, spec 3.8), emits ``sync:connected``, hands the link to the outbound
+     queue and calls ``started()``, which lets the receiver start; or
    * **refuses**: raises :class:`~kora.sync.errors.ConnectionEnded`: a schema mismatch is
      fatal (status ``error``, no retries), ``AUTH_FAILED`` stops automatic retries.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Final
 
 import attrs
 import trio
@@ -52,10 +52,8 @@ log: Final = logging.getLogger("kora.sync")
 
 #: Queued operations stamped further than this ahead of ``serverTime`` are rebased (spec 3.8).
 MAX_CLOCK_LEAD_MS: Final = 60_000
-
-
-class _RebasingStore(Protocol):
-    async def rebase_pending(self, server_time_ms: int) -> int: ...
+#: A clock this far behind the server's is worth a warning (nothing is refused for it).
+SLOW_CLOCK_WARNING_MS: Final = 600_000
 
 
 @attrs.define
@@ -221,24 +219,27 @@ class HandshakeActor:
     async def _check_clock(self, server_time: int) -> None:
         skew = server_time - self._wall_clock_ms()
         last = await self._store.last_timestamp()
-        if last is None or last.wall_time <= server_time + MAX_CLOCK_LEAD_MS:
-            if skew > 600_000:
-                self._emit("sync:clock-skew", {"skew_ms": skew, "severity": "slow-warning"})
-            return
-        rebase = getattr(self._store, "rebase_pending", None)
-        if rebase is None:
-            # The store cannot re-stamp queued operations yet: send them as they are
-            # (the server may refuse them) and say so.
+        # Every time, not only when we are ahead: it also sets (or clears) the store's clock
+        # correction, before the outbound queue reads the delta.
+        count = await self._store.rebase_pending(server_time)
+        if last is not None and last.wall_time > server_time + MAX_CLOCK_LEAD_MS:
+            lead = last.wall_time - server_time
             log.warning(
-                "queued operations are stamped %d ms ahead of the server; the store cannot "
-                "rebase them",
-                last.wall_time - server_time,
+                "our clock is %d ms ahead of the server's; %d queued operations re-stamped",
+                lead,
+                count,
             )
             self._emit(
                 "sync:clock-skew",
-                {"skew_ms": skew, "severity": "fast", "rebased": False},
+                {
+                    "skew_ms": skew,
+                    "lead_ms": lead,
+                    "severity": "fast",
+                    "rebased": count > 0,
+                    "operations": count,
+                },
             )
-            return
-        store: _RebasingStore = self._store  # type: ignore[assignment]
-        count = await store.rebase_pending(server_time)
-        self._emit("sync:clock-rebase", {"skew_ms": skew, "operations": count})
+            if count:
+                self._emit("sync:clock-rebase", {"skew_ms": skew, "operations": count})
+        elif skew > SLOW_CLOCK_WARNING_MS:
+            self._emit("sync:clock-skew", {"skew_ms": skew, "severity": "slow-warning"})

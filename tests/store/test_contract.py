@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -566,3 +567,198 @@ async def test_closed_store_refuses_calls(opener: Opener) -> None:
     with pytest.raises(ClosedError):
         await store.get("todos", "x")
     await store.aclose()  # idempotent
+
+
+# -------------------------------------------------------------------- clock rebase
+
+TEN_MINUTES = 600_000
+LEAD_LIMIT = 60_000  # the server refuses wall times further ahead of its own (spec 8.4)
+
+
+async def test_rebase_restamps_the_queued_operations_of_a_fast_clock(opener: Opener) -> None:
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as store, opener(physical_clock=clock) as peer:
+        # Settled history at the right time: acknowledged, and a peer's operation.
+        settled = await store.write_local(insert({"title": "a", "n": 0}, record_id="a"))
+        await store.acknowledge([settled.id])
+        clock.now = START_MS + 1_000
+        remote = await peer.write_local(insert({"title": "b"}, record_id="b"))
+        await store.apply_remote([remote])
+        # Then the clock jumps ten minutes ahead while offline.
+        clock.now = START_MS + TEN_MINUTES
+        fast = [
+            await store.write_local(
+                LocalMutation.update("todos", "a", {"title": "A"}, atomic={"n": AtomicOp(INC, 2)})
+            ),
+            await store.write_local(LocalMutation.update("todos", "b", {"title": "B"})),
+            *await store.write_local_many(
+                [insert({"title": "c"}, record_id="c"), LocalMutation.delete("todos", "b")],
+                transaction_id="tx-1",
+            ),
+            await store.write_local(LocalMutation.insert("notes", {"text": "n"}, record_id="n")),
+        ]
+        vector = await store.version_vector()
+        seen: list[ChangeSet] = []
+        store.add_change_listener(seen.append)
+        server_time = START_MS + 5_000
+
+        assert await store.rebase_pending(server_time) == len(fast)
+
+        queued = await store.pending()
+        assert [op.sequence_number for op in queued] == [op.sequence_number for op in fast]
+        assert not {op.id for op in queued} & {op.id for op in fast}
+        stamps = [op.timestamp for op in queued]
+        assert stamps == sorted(stamps)
+        assert all(op.verify_id() for op in queued)
+        assert all(op.timestamp.wall_time <= server_time + LEAD_LIMIT for op in queued)
+        assert stamps[0] > remote.timestamp  # still after what it was written after
+        for old, new in zip(fast, queued, strict=True):
+            assert (new.type, new.collection, new.record_id, new.data, new.previous_data) == (
+                old.type,
+                old.collection,
+                old.record_id,
+                old.data,
+                old.previous_data,
+            )
+            assert (new.atomic_ops, new.transaction_id) == (old.atomic_ops, old.transaction_id)
+        renamed = {old.id: new.id for old, new in zip(fast, queued, strict=True)}
+        for old, new in zip(fast, queued, strict=True):
+            assert new.causal_deps == tuple(renamed.get(dep, dep) for dep in old.causal_deps)
+        assert queued[0].causal_deps == (settled.id,)
+        assert queued[3].causal_deps == (queued[2].id,)  # the transaction's chain, renamed
+        # The log holds the new rows in place of the old ones, under the same sequences.
+        assert await store.version_vector() == vector
+        assert await store.operations_in_range(store.node_id, 1, 99) == [settled, *queued]
+        for op in fast:
+            assert await store.acknowledge([op.id]) == 0  # the old ids are gone
+        # Records carry the new versions and the same values.
+        a = await store.get("todos", "a")
+        assert a is not None
+        assert a.fields == {"title": "A", "n": 2}
+        assert a.version == queued[0].timestamp.serialize()
+        assert a.field_versions["title"] == a.version
+        for key in (("todos", "a"), ("todos", "b"), ("todos", "c"), ("notes", "n")):
+            record = await store.get(*key, include_deleted=True)
+            state = fold(await store.operations_for_record(*key))
+            assert record is not None
+            assert state is not None
+            assert (record.fields, record.deleted, record.version) == (
+                state.fields,
+                state.deleted,
+                state.version,
+            )
+            assert dict(record.field_versions) == dict(state.field_versions)
+        assert seen == [ChangeSet.of({"todos": {"a", "b", "c"}, "notes": {"n"}})]
+        # The clock restarts from the rebased operations, corrected to the server's time.
+        assert await store.last_timestamp() == stamps[-1]
+        later = await store.write_local(insert({"title": "d"}))
+        assert stamps[-1] < later.timestamp
+        assert later.timestamp.wall_time <= server_time + LEAD_LIMIT
+        assert later.causal_deps == (queued[3].id,)  # the renamed last op of the collection
+        # Done once: nothing is ahead any more.
+        assert await store.rebase_pending(server_time) == 0
+        assert await store.pending() == [*queued, later]
+
+
+async def test_rebase_keeps_queued_operations_that_are_not_ahead(opener: Opener) -> None:
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as store:
+        early = await store.write_local(insert({"n": 1}, record_id="r"))
+        clock.now = START_MS + 30_000  # ahead, but within what the server accepts
+        near = await store.write_local(LocalMutation.update("todos", "r", {"n": 2}))
+        assert await store.rebase_pending(START_MS) == 0
+        assert await store.pending() == [early, near]
+        clock.now = START_MS + TEN_MINUTES
+        far = await store.write_local(LocalMutation.update("todos", "r", {"n": 3}))
+        rejected = await store.write_local(insert({"n": 4}, record_id="x"))
+        await store.reject(rejected.id, code="NO", message="no", retriable=False)
+        assert await store.rebase_pending(START_MS) == 1
+        queued = await store.pending()
+        assert queued[:2] == [early, near]  # possibly on the server already: not renamed
+        (moved,) = queued[2:]
+        assert moved.sequence_number == far.sequence_number
+        assert moved.causal_deps == (near.id,)
+        assert near.timestamp < moved.timestamp
+        assert moved.timestamp.wall_time <= START_MS + LEAD_LIMIT
+        # A rejected operation is out of the queue: it is left as it is.
+        assert [r.op_id for r in await store.rejected_operations()] == [rejected.id]
+        assert await store.operations_in_range(store.node_id, 4, 4) == [rejected]
+        record = await store.get("todos", "r")
+        assert record is not None
+        assert record.fields == {"n": 3}
+        assert record.version == moved.timestamp.serialize()
+
+
+async def test_rebase_with_nothing_queued_still_brings_the_clock_back(opener: Opener) -> None:
+    clock = ManualClock(START_MS + TEN_MINUTES)
+    async with opener(physical_clock=clock) as store:
+        assert await store.rebase_pending(START_MS) == 0  # an empty store
+        fresh = await store.write_local(insert({"n": 1}))
+        assert fresh.timestamp.wall_time == START_MS  # the correction applies at once
+        clock.now += TEN_MINUTES  # the machine's clock jumps again
+        ahead = await store.write_local(insert({"n": 2}))
+        await store.acknowledge([fresh.id, ahead.id])
+        assert await store.rebase_pending(START_MS + 1_000) == 0
+        assert await store.last_timestamp() == fresh.timestamp  # the newest within the limit
+        clock.now = START_MS + 2 * TEN_MINUTES + 2_000
+        later = await store.write_local(insert({"n": 3}))
+        assert later.timestamp.wall_time == START_MS + 3_000
+        # A correct clock clears the correction.
+        clock.now = START_MS + 10_000
+        assert await store.rebase_pending(START_MS + 10_000) == 0
+        assert (await store.write_local(insert({"n": 4}))).timestamp.wall_time == START_MS + 10_000
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1700000000000", None, 10**15])
+async def test_rebase_refuses_a_bad_server_time(store: Store, bad: Any) -> None:
+    op = await store.write_local(insert({"n": 1}))
+    with pytest.raises(ValidationError):
+        await store.rebase_pending(bad)
+    assert await store.pending() == [op]
+
+
+async def test_rebase_of_a_long_random_history(opener: Opener) -> None:
+    seed = random.randrange(2**32)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    clock = ManualClock()
+    async with opener(physical_clock=clock) as store, opener(physical_clock=clock) as peer:
+        for step in range(60):
+            clock.now += rng.choice([0, 1, 500, TEN_MINUTES // 20])
+            record_id = f"r{rng.randrange(6)}"
+            source = peer if rng.random() < 0.3 else store
+            live = await source.get("todos", record_id)
+            if live is None:
+                mutation = insert({"n": step}, record_id=record_id)
+            elif rng.random() < 0.2:
+                mutation = LocalMutation.delete("todos", record_id)
+            else:
+                mutation = LocalMutation.update(
+                    "todos", record_id, {"s": step}, atomic={"n": AtomicOp(INC, 1)}
+                )
+            op = await source.write_local(mutation)
+            if source is peer:
+                await store.apply_remote([op])
+            elif rng.random() < 0.3:
+                await store.acknowledge([op.id])
+            else:
+                await peer.apply_remote([op])
+        server_time = START_MS + rng.randrange(TEN_MINUTES)
+        before = await store.pending()
+        count = await store.rebase_pending(server_time)
+        after = await store.pending()
+        assert len(after) == len(before)
+        assert count == sum(a.id != b.id for a, b in zip(before, after, strict=True))
+        assert all(op.timestamp.wall_time <= server_time + LEAD_LIMIT for op in after)
+        assert [op.timestamp for op in after] == sorted(op.timestamp for op in after)
+        assert all(op.verify_id() for op in after)
+        for collection, record_id in {(op.collection, op.record_id) for op in after}:
+            record = await store.get(collection, record_id, include_deleted=True)
+            state = fold(await store.operations_for_record(collection, record_id))
+            assert record is not None
+            assert state is not None
+            assert (record.fields, record.version, dict(record.field_versions)) == (
+                state.fields,
+                state.version,
+                dict(state.field_versions),
+            )

@@ -53,6 +53,38 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert d.timestamp > last  # the HLC never goes back across a restart
 
 
+async def test_a_rebase_is_durable(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.db")
+    clock = ManualClock(START_MS + 600_000)
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        ops = [
+            await store.write_local(LocalMutation.insert("todos", {"n": n}, record_id=f"r{n}"))
+            for n in range(3)
+        ]
+        assert await store.rebase_pending(START_MS) == 3
+        rebased = await store.pending()
+        last = await store.last_timestamp()
+        records = [await store.get("todos", f"r{n}") for n in range(3)]
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        assert await store.pending() == rebased
+        assert {op.id for op in rebased}.isdisjoint(op.id for op in ops)
+        assert await store.last_timestamp() == last  # the clock was persisted back in time
+        assert [await store.get("todos", f"r{n}") for n in range(3)] == records
+        assert await store.acknowledge([op.id for op in rebased]) == 3
+
+
+async def test_a_clock_brought_back_to_nothing_is_persisted_so(tmp_path: Path) -> None:
+    path = str(tmp_path / "app.db")
+    clock = ManualClock(START_MS + 600_000)
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        op = await store.write_local(LocalMutation.insert("todos", {"n": 1}))
+        await store.acknowledge([op.id])
+        assert await store.rebase_pending(START_MS) == 0
+        assert await store.last_timestamp() is None  # nothing it holds is within the limit
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        assert await store.last_timestamp() is None
+
+
 async def test_pragmas_are_wal_and_full(tmp_path: Path) -> None:
     async with open_sqlite_store(str(tmp_path / "p.db")) as store:
         assert isinstance(store, SQLiteStore)

@@ -10,8 +10,7 @@ import trio
 import trio.testing
 
 from actors import Mailbox
-from kora.core.hlc import HLCTimestamp
-from kora.core.operation import OpType
+from kora.core.operation import Operation, OpType
 from kora.core.version_vector import VersionVector
 from kora.protocol.client import ClientSession, ClientState
 from kora.protocol.json_codec import JsonCodec
@@ -87,8 +86,8 @@ def drain(channel: trio.MemoryReceiveChannel[MetricMessage]) -> list[MetricMessa
             return got
 
 
-async def insert(store: Store, title: str) -> None:
-    await store.write_local(
+async def insert(store: Store, title: str) -> Operation:
+    return await store.write_local(
         LocalMutation(type=OpType.INSERT, collection="todos", data={"title": title})
     )
 
@@ -292,16 +291,56 @@ async def test_handshake_actor_times_out(autojump_clock: trio.testing.MockClock)
         assert trio.current_time() - start == 5.0
 
 
-async def test_handshake_actor_reports_clock_skew_it_cannot_rebase() -> None:
+async def test_handshake_actor_rebases_queued_operations_of_a_fast_clock() -> None:
     server_now = 1_000_000_000_000
     async with open_store(None, physical_clock=lambda: server_now + 120_000) as store:
-        await insert(store, "from the future")
-        last = await store.last_timestamp()
-        assert isinstance(last, HLCTimestamp)
+        before = await insert(store, "from the future")
         rig = HandshakeRig(store)
         await rig.run_accepting(response(server_time=server_now))
+        (after,) = await store.pending()
+    assert after.sequence_number == before.sequence_number
+    assert after.timestamp.wall_time == server_now
+    assert [name for name, _ in rig.events] == [
+        "sync:clock-skew",
+        "sync:clock-rebase",
+        "sync:connected",
+    ]
+    assert rig.events[0][1] == {
+        "skew_ms": 0,
+        "lead_ms": 120_000,
+        "severity": "fast",
+        "rebased": True,
+        "operations": 1,
+    }
+    assert rig.events[1][1] == {"skew_ms": 0, "operations": 1}
+
+
+async def test_handshake_actor_reports_a_fast_clock_with_nothing_to_rebase() -> None:
+    server_now = 1_000_000_000_000
+    async with open_store(None, physical_clock=lambda: server_now + 120_000) as store:
+        op = await insert(store, "sent long ago")
+        await store.acknowledge([op.id])
+        rig = HandshakeRig(store)
+        await rig.run_accepting(response(server_time=server_now))
+        # The store's clock was brought back all the same.
+        assert await store.last_timestamp() is None
     (skew,) = [payload for name, payload in rig.events if name == "sync:clock-skew"]
-    assert skew == {"skew_ms": 0, "severity": "fast", "rebased": False}
+    assert skew == {
+        "skew_ms": 0,
+        "lead_ms": 120_000,
+        "severity": "fast",
+        "rebased": False,
+        "operations": 0,
+    }
+    assert "sync:clock-rebase" not in [name for name, _ in rig.events]
+
+
+async def test_handshake_actor_warns_of_a_slow_clock() -> None:
+    async with open_store(None) as store:
+        rig = HandshakeRig(store)  # its wall clock says 1_000_000_000_000
+        await rig.run_accepting(response(server_time=1_000_000_000_000 + 700_000))
+    (skew,) = [payload for name, payload in rig.events if name == "sync:clock-skew"]
+    assert skew == {"skew_ms": 700_000, "severity": "slow-warning"}
 
 
 # ------------------------------------------------------------------------ ReceiverActor
