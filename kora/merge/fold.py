@@ -190,12 +190,14 @@ def _step(
         # Mirrors the reference: an insert/update without data changes nothing at all.
         return deleted
     if op.type is OpType.INSERT:
+        # The record becomes its data, every field a plain write: no atomic chain survives,
+        # not even for a field the insert does not carry (spec 3.7).
         fields.clear()
         versions.clear()
+        atomic.clear()
         fields.update(data)
         for name in data:
             versions[name] = version
-            atomic.pop(name, None)
         return False
     atomic_ops = op.atomic_ops
     for name, value in data.items():
