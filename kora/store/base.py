@@ -40,6 +40,7 @@ import abc
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
+from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
@@ -62,6 +63,14 @@ MAX_WATERMARK_VIEWS = 64
 ChangeListener = Callable[[ChangeSet], None]
 
 _log = logging.getLogger("kora.store")
+
+
+def check_meta_item(key: object, value: object = None) -> None:
+    """Raise ``ValidationError`` unless ``key`` is a non-empty str and ``value`` a str or None."""
+    if type(key) is not str or not key:
+        raise ValidationError(f"a meta key is a non-empty str, got {key!r}")
+    if value is not None and type(value) is not str:
+        raise ValidationError(f"a meta value is a str or None, got {type(value).__name__}")
 
 
 class Store(abc.ABC):
@@ -276,6 +285,27 @@ class Store(abc.ABC):
     async def set_delivery_watermark(self, view: str, value: int) -> None:
         """Persist a view's watermark; at most ``MAX_WATERMARK_VIEWS`` views are kept, the
         least recently set is dropped first."""
+
+    # ------------------------------------------------------------------- metadata
+
+    @abc.abstractmethod
+    async def get_meta(self, key: str) -> str | None:
+        """A small value an upper layer keeps with the store (see ``set_meta``).
+
+        Returns:
+            The value, or None if ``key`` was never set (or was removed).
+        """
+
+    @abc.abstractmethod
+    async def set_meta(self, key: str, value: str | None) -> None:
+        """Keep ``value`` under ``key`` (None removes it), durably, in its own transaction.
+
+        For small settings of the layers above (the sync engine keeps the scope the server
+        granted).  Keys live apart from the store's own bookkeeping, so any name is safe.
+
+        Raises:
+            ValidationError: ``key`` is not a non-empty str, or ``value`` not a str or None.
+        """
 
     # ------------------------------------------------------------ change notification
 

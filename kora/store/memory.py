@@ -20,7 +20,7 @@ from kora.core.version_vector import VersionVector
 from kora.merge import RecordState
 from kora.store import _query
 from kora.store._engine import CorrectedClock, RebaseWrites, Replica, TxWrites
-from kora.store.base import MAX_WATERMARK_VIEWS, Store
+from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item
 from kora.store.values import (
     ApplyResult,
     LocalMutation,
@@ -60,6 +60,7 @@ class MemoryStore(Store):
         self._outbound: dict[str, None] = {}
         self._rejected: dict[str, RejectedOperation] = {}
         self._watermarks: dict[str, int] = {}
+        self._meta: dict[str, str] = {}
         self._closed = False
 
     # ------------------------------------------------------------- TxReader
@@ -286,6 +287,21 @@ class MemoryStore(Store):
         self._watermarks[view] = value  # dict order is the LRU order: newest last
         while len(self._watermarks) > MAX_WATERMARK_VIEWS:
             del self._watermarks[next(iter(self._watermarks))]
+
+    # ------------------------------------------------------------- metadata
+
+    async def get_meta(self, key: str) -> str | None:
+        check_meta_item(key)
+        await self._enter()
+        return self._meta.get(key)
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        check_meta_item(key, value)
+        await self._enter()
+        if value is None:
+            self._meta.pop(key, None)
+        else:
+            self._meta[key] = value
 
     # ----------------------------------------------------------------- misc
 

@@ -43,7 +43,7 @@ from kora.store._engine import (
     dumps,
 )
 from kora.store._sqlite_schema import migrate
-from kora.store.base import MAX_WATERMARK_VIEWS, Store
+from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item
 from kora.store.errors import StoreFailedError, StoreVersionError
 from kora.store.values import (
     ApplyResult,
@@ -90,6 +90,8 @@ _RAISE_VV: Final = (
     "ON CONFLICT (node_id) DO UPDATE SET sequence = max(sequence, excluded.sequence)"
 )
 _SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
+#: Keys of ``set_meta`` live under this prefix in the meta table, apart from the store's own.
+_USER_META: Final = "user:"
 _QUEUED_OP_COLUMNS: Final = ", ".join(f"o.{c.strip()}" for c in _OP_COLUMNS.split(","))
 
 _TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
@@ -592,6 +594,30 @@ class SQLiteStore(Store):
                 "(SELECT view FROM watermarks ORDER BY touched DESC LIMIT ?)",
                 (MAX_WATERMARK_VIEWS,),
             )
+
+        await self._transaction(work)
+
+    # ----------------------------------------------------------------- metadata
+
+    async def get_meta(self, key: str) -> str | None:
+        check_meta_item(key)
+
+        def work(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_USER_META + key,)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(work)
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        check_meta_item(key, value)
+
+        def work(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (_USER_META + key,))
+            else:
+                conn.execute(_SET_META, (_USER_META + key, value))
 
         await self._transaction(work)
 

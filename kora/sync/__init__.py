@@ -16,6 +16,7 @@ from kora.sync.memory import MemoryNetwork as MemoryNetwork
 from kora.sync.memory import MemoryTransport as MemoryTransport
 from kora.sync.memory import memory_transport_pair as memory_transport_pair
 from kora.sync.options import SyncOptions as SyncOptions
+from kora.sync.scope import OUT_OF_SCOPE as OUT_OF_SCOPE
 from kora.sync.status import StatusSnapshot as StatusSnapshot
 from kora.sync.status import SyncStatus as SyncStatus
 from kora.sync.transport import Frame as Frame
@@ -23,6 +24,7 @@ from kora.sync.transport import Transport as Transport
 from kora.sync.transport import TransportFactory as TransportFactory
 
 __all__ = [
+    "OUT_OF_SCOPE",
     "AuthFailedError",
     "Diagnostics",
     "Frame",

@@ -26,6 +26,7 @@ import trio
 from actors import Mailbox, Reply
 from kora.core.version_vector import VersionVector
 from kora.protocol.client import ClientSession
+from kora.protocol.messages import ScopeMap
 from kora.sync.transport import Frame
 
 
@@ -45,13 +46,16 @@ class Link:
 class Attached:
     """A handshake was accepted on ``link``; ``server_vector`` is the server's vector.
 
-    ``delta_sent`` is set once the first batches of the handshake delta are on their way,
-    so that the handshake actor lets the receiver start only then: our delta goes out
-    before we answer the server's stream, in the order of the Kora.js client.
+    ``scope`` is the scope the server granted (``acceptedScope``, None: unscoped): local
+    operations outside it are not sent.  ``delta_sent`` is set once the first batches of
+    the handshake delta are on their way, so that the handshake actor lets the receiver
+    start only then: our delta goes out before we answer the server's stream, in the order
+    of the Kora.js client.
     """
 
     link: Link
     server_vector: VersionVector
+    scope: ScopeMap | None = None
     delta_sent: trio.Event = attrs.field(factory=trio.Event)
 
 

@@ -283,7 +283,7 @@ async def open_sync(
     recorder = DiagnosticsRecorder()
     changed = ChangeFlag()
     factory = transport_factory(options)
-    scope_memo = ScopeMemo()
+    scope_memo = await ScopeMemo.load(store)
     link_ids = iter(range(1, 2**62))
     backoff = ReconnectBackoff(
         initial=options.reconnect_interval,

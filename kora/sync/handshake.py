@@ -191,7 +191,7 @@ class HandshakeActor:
                 retry=False,
                 fatal=True,
             )
-        self._scope_memo.scope = response.accepted_scope
+        await self._scope_memo.adopt(self._store, response.accepted_scope)
         view = view_signature(response.accepted_scope)
         if accepted.watermark != await self._store.delivery_watermark(view):
             await self._store.set_delivery_watermark(view, accepted.watermark)
@@ -211,7 +211,11 @@ class HandshakeActor:
                 "attempt": self._attempt.number,
             },
         )
-        attached = Attached(self._link, VersionVector.from_wire(response.version_vector))
+        attached = Attached(
+            self._link,
+            VersionVector.from_wire(response.version_vector),
+            scope=response.accepted_scope,
+        )
         await self._outbound.send(attached)
         with trio.move_on_after(self._options.connect_timeout):
             await attached.delta_sent.wait()

@@ -18,6 +18,11 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
    a time, as ``{isFinal: true, batchIndex: 0}`` batches.
 3. **Window.**  Up to ``window`` batches await acknowledgment at once; acknowledgments come
    in order (the session checks), each dequeues its batch durably and lets the next go.
+4. **Scope.**  Under a scope the server granted, operations outside it are not sent, in the
+   delta or later (``kora.sync.scope``): a queued one is rejected locally with
+   ``OUT_OF_SCOPE`` (``sync:operation-rejected``, ``local: True``), so it leaves the queue
+   but stays visible in the store's rejected list; another node's operation that the delta
+   would relay is just left out.
 
 Local writes wake it through a store change listener that sets a flag and posts a
 :class:`~kora.sync._messages.QueueChanged` with ``send_nowait``; when the mailbox is full the
@@ -40,6 +45,7 @@ from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
 from kora.protocol.actions import SendFrame
 from kora.protocol.client import ClientState
+from kora.protocol.messages import ScopeMap
 from kora.store import Store
 from kora.sync._messages import (
     Attached,
@@ -52,6 +58,7 @@ from kora.sync._messages import (
     Streaming,
 )
 from kora.sync.diagnostics import BatchRoundTrip, MetricMessage, OperationsSent
+from kora.sync.scope import OUT_OF_SCOPE, needs_record, operation_in_scope
 from kora.sync.status import StatusBoard
 from kora.sync.transport import Frame, frame_size
 
@@ -106,9 +113,12 @@ def plan_delta_batches(operations: Sequence[Operation], batch_size: int) -> list
 class _Connection:
     """What the actor knows about the current connection."""
 
-    def __init__(self, link: Link, frames: trio.MemorySendChannel[Frame]) -> None:
+    def __init__(
+        self, link: Link, frames: trio.MemorySendChannel[Frame], scope: ScopeMap | None
+    ) -> None:
         self.link = link
         self.frames = frames
+        self.scope = scope
         self.planned: deque[_PlannedBatch] = deque()
         self.in_flight: dict[str, _SentBatch] = {}
         self.sent_ids: set[str] = set()
@@ -164,7 +174,7 @@ class OutboundQueueActor:
     async def _handle(self, message: OutboundMessage) -> None:
         if isinstance(message, Attached):
             try:
-                await self._attach(message.link, message.server_vector)
+                await self._attach(message.link, message.server_vector, message.scope)
             finally:
                 message.delta_sent.set()
         elif isinstance(message, Detached):
@@ -185,12 +195,16 @@ class OutboundQueueActor:
 
     # ---------------------------------------------------------------- connection life
 
-    async def _attach(self, link: Link, server_vector: VersionVector) -> None:
+    async def _attach(
+        self, link: Link, server_vector: VersionVector, scope: ScopeMap | None
+    ) -> None:
         if self._connection is not None:
             self._detach(self._connection.link.id)
-        connection = _Connection(link, link.frames_out.sender())
+        connection = _Connection(link, link.frames_out.sender(), scope)
         self._connection = connection
         delta = await self._delta(server_vector)
+        if scope is not None:
+            delta = await self._within_scope(delta, scope)
         connection.planned.extend(plan_delta_batches(delta, self._batch_size))
         await self._flush()
 
@@ -212,6 +226,53 @@ class OutboundQueueActor:
         for op in await self._store.pending():
             by_id.setdefault(op.id, op)
         return causal_order(by_id.values())
+
+    async def _within_scope(
+        self, operations: Sequence[Operation], scope: ScopeMap
+    ) -> list[Operation]:
+        """The operations in ``scope``; queued ones outside it are rejected locally."""
+        kept: list[Operation] = []
+        outside: list[Operation] = []
+        for op in operations:
+            record = None
+            if needs_record(op, scope):
+                record = await self._store.get(op.collection, op.record_id, include_deleted=True)
+            if operation_in_scope(op, scope, None if record is None else record.fields):
+                kept.append(op)
+            else:
+                outside.append(op)
+        if outside:
+            queued = {op.id for op in await self._store.pending()}
+            for op in outside:
+                if op.id in queued:
+                    await self._reject_out_of_scope(op)
+                else:
+                    log.debug("left operation %s of another node out: outside the scope", op.id)
+            await self._refresh_pending()
+        return kept
+
+    async def _reject_out_of_scope(self, op: Operation) -> None:
+        message = (
+            f'Operation "{op.id}" in collection "{op.collection}" is outside the sync scope '
+            "the server granted; it was not sent"
+        )
+        stored = await self._store.reject(
+            op.id, code=OUT_OF_SCOPE, message=message, retriable=False
+        )
+        log.info("rejected local operation %s: outside the sync scope", op.id)
+        self._emit(
+            "sync:operation-rejected",
+            {
+                "operation_id": op.id,
+                "collection": op.collection,
+                "record_id": op.record_id,
+                "code": OUT_OF_SCOPE,
+                "message": message,
+                "retriable": False,
+                "rejection": stored,
+                "local": True,
+            },
+        )
 
     # ---------------------------------------------------------------- sending
 
@@ -239,6 +300,10 @@ class OutboundQueueActor:
             ][: self._batch_size]
             if not fresh:
                 return
+            if connection.scope is not None:
+                fresh = await self._within_scope(fresh, connection.scope)
+                if not fresh:
+                    continue  # all of them were rejected: look at the queue again
             await self._send(connection, fresh)
 
     async def _send(

@@ -214,6 +214,7 @@ class ReceiverActor:
                 "message": message.message,
                 "retriable": message.retriable,
                 "rejection": stored,
+                "local": False,
             },
         )
         await self._outbound.send(QueueChanged())

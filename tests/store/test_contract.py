@@ -434,6 +434,37 @@ async def test_delivery_watermarks_per_view_with_lru_limit(store: Store) -> None
         await store.set_delivery_watermark("", -1)
 
 
+# ------------------------------------------------------------------------ metadata
+
+
+async def test_meta_values_are_kept_apart_from_the_store_own(store: Store) -> None:
+    assert await store.get_meta("sync.scope") is None
+    await store.set_meta("sync.scope", '{"todos":{}}')
+    await store.set_meta("hlc", "not a timestamp")  # the store's own keys are elsewhere
+    await store.set_meta("node_id", "someone")
+    assert await store.get_meta("sync.scope") == '{"todos":{}}'
+    assert await store.get_meta("hlc") == "not a timestamp"
+    op = await store.write_local(insert({"n": 1}))
+    assert op.node_id == store.node_id
+    assert await store.last_timestamp() == op.timestamp
+    await store.set_meta("sync.scope", "")
+    assert await store.get_meta("sync.scope") == ""
+    await store.set_meta("sync.scope", None)
+    assert await store.get_meta("sync.scope") is None
+    await store.set_meta("never-set", None)  # removing nothing is fine
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("", "v"), (None, "v"), (1, "v"), ("k", 1), ("k", b"v")]
+)
+async def test_bad_meta_items_are_refused(store: Store, key: Any, value: Any) -> None:
+    with pytest.raises(ValidationError):
+        await store.set_meta(key, value)
+    if not isinstance(key, str) or not key:
+        with pytest.raises(ValidationError):
+            await store.get_meta(key)
+
+
 # ------------------------------------------------------------------------- queries
 
 ROWS: list[tuple[str, dict[str, Any]]] = [

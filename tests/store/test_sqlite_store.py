@@ -33,6 +33,7 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         await store.acknowledge([a.id])
         await store.reject(c.id, code="NOPE", message="m", retriable=True)
         await store.set_delivery_watermark("view", 42)
+        await store.set_meta("setting", "kept")
         last = await store.last_timestamp()
         vector = await store.version_vector()
         record_before = await store.get("todos", "a")
@@ -44,6 +45,7 @@ async def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert await store.pending() == [b]
         assert [r.op_id for r in await store.rejected_operations()] == [c.id]
         assert await store.delivery_watermark("view") == 42
+        assert await store.get_meta("setting") == "kept"
         assert await store.get("todos", "a") == record_before
         assert await store.operations_in_range(node, 1, 3) == [a, b, c]
         d = await store.write_local(LocalMutation.update("todos", "c", {"n": 6}))
