@@ -7,11 +7,13 @@ with a seeded ``random.Random``:
    frame; checked first, it draws no random number, so exact gaps are deterministic;
 2. **drop** (either direction) with ``drop_rate``;
 3. **reorder** (outgoing): with ``reorder_rate`` a frame is held back; the held frames are
-   shuffled (Fisher-Yates) and sent *before* the next frame that is not held, or on close;
+   shuffled (Fisher-Yates) and sent *before* the next frame that is not held, on close, or
+   at the latest ``max_hold`` seconds after the first of them was held (``None``: no limit,
+   as in the reference, where a held frame with nothing after it waits for the close);
 4. **duplicate**: outgoing frames are sent twice, incoming ones delivered twice, with
    ``duplicate_rate``;
-5. **delay** (incoming): each frame is delivered ``uniform(0, max_delay)`` seconds late,
-   so later frames can overtake it; delayed frames are still delivered when the connection
+5. **delay** (incoming): each frame is delivered ``uniform(0, max_delay)`` seconds late
+   (rounded to 1/1024 s), so later frames can overtake it; delayed frames are still delivered when the connection
    closes (so the configured drop rate stays the real one);
 6. **close after N frames**: the connection closes after ``close_after`` frames (both
    directions counted), like a network drop in the middle of a conversation.
@@ -65,6 +67,8 @@ class ChaosConfig:
         reorder_rate: Probability that an outgoing frame is held back and shuffled.
         max_delay: Incoming frames are delivered up to this many seconds late.
         close_after: Close the connection after this many frames (``None``: never).
+        max_hold: Longest time a reordered frame is held back (``None``: until a later
+            frame is sent or the connection closes).
         drop_predicate: ``(frame, direction) -> bool``; true drops the frame.
     """
 
@@ -73,6 +77,7 @@ class ChaosConfig:
     reorder_rate: float = attrs.field(default=0.0, validator=_rate)
     max_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
     close_after: int | None = attrs.field(default=None)
+    max_hold: float | None = None
     drop_predicate: Callable[[Frame, Direction], bool] | None = None
 
 
@@ -99,15 +104,17 @@ class ChaosTransport:
     def __init__(
         self,
         inner: Transport,
-        config: ChaosConfig,
+        config: ChaosConfig | Callable[[], ChaosConfig],
         rng: random.Random,
         stats: ChaosStats,
     ) -> None:
         self._inner = inner
-        self._config = config
+        self._config_source = config
         self._rng = rng
         self.stats = stats
         self._held: list[Frame] = []
+        self._held_changed = trio.Event()
+        self._send_lock = trio.Lock()
         self._incoming: list[tuple[float, int, Frame]] = []  # (deliver at, order, frame)
         self._order = itertools.count()
         self._arrived = trio.Event()
@@ -116,6 +123,11 @@ class ChaosTransport:
         self._closed = False
 
     # ------------------------------------------------------------ helpers
+
+    @property
+    def _config(self) -> ChaosConfig:
+        source = self._config_source
+        return source if isinstance(source, ChaosConfig) else source()
 
     def _drops(self, frame: Frame, direction: Direction) -> bool:
         predicate = self._config.drop_predicate
@@ -147,13 +159,15 @@ class ChaosTransport:
         if config.reorder_rate > 0 and self._rng.random() < config.reorder_rate:
             self.stats.reordered += 1
             self._held.append(frame)
+            self._held_changed.set()
             await trio.lowlevel.checkpoint()
             return
-        await self._flush_held()
-        await self._inner.send(frame)
-        if config.duplicate_rate > 0 and self._rng.random() < config.duplicate_rate:
-            self.stats.duplicated += 1
+        async with self._send_lock:
+            await self._flush_held()
             await self._inner.send(frame)
+            if config.duplicate_rate > 0 and self._rng.random() < config.duplicate_rate:
+                self.stats.duplicated += 1
+                await self._inner.send(frame)
 
     async def _flush_held(self) -> None:
         if self._held:
@@ -161,6 +175,21 @@ class ChaosTransport:
             self._rng.shuffle(held)
             for frame in held:
                 await self._inner.send(frame)
+
+    async def release_held(self) -> None:
+        """Flush held frames ``max_hold`` seconds after the first was held (a task)."""
+        while True:
+            await self._held_changed.wait()
+            self._held_changed = trio.Event()
+            limit = self._config.max_hold
+            if not self._held or limit is None:
+                continue
+            await trio.sleep(limit)
+            async with self._send_lock:
+                try:
+                    await self._flush_held()
+                except TransportClosed:
+                    return
 
     async def receive(self) -> Frame:
         while True:
@@ -206,7 +235,9 @@ class ChaosTransport:
                 continue
             delay = 0.0
             if config.max_delay > 0:
-                delay = self._rng.uniform(0.0, config.max_delay)
+                # A multiple of 1/1024 s: virtual times stay exact binary fractions, so
+                # "start + timeout" deadlines compare exactly under MockClock.
+                delay = round(self._rng.uniform(0.0, config.max_delay) * 1024) / 1024
                 self.stats.delayed += 1
             copies = 1
             if config.duplicate_rate > 0 and self._rng.random() < config.duplicate_rate:
@@ -225,7 +256,8 @@ class ChaosTransport:
         self._closed = True
         try:
             with trio.CancelScope(shield=True):
-                await self._flush_held()
+                async with self._send_lock:
+                    await self._flush_held()
         except TransportClosed:
             pass
         finally:
@@ -234,7 +266,7 @@ class ChaosTransport:
 
 def chaos_transport(
     inner: TransportFactory,
-    config: ChaosConfig,
+    config: ChaosConfig | Callable[[], ChaosConfig],
     *,
     seed: int | random.Random = 0,
     stats: ChaosStats | None = None,
@@ -244,7 +276,8 @@ def chaos_transport(
     Args:
         inner: The real transport factory (``MemoryNetwork``, a loop server's
             ``connect``, ...).
-        config: The faults.
+        config: The faults, or a callable returning them (read at every frame, so a test
+            can change or stop the chaos while connections are open).
         seed: Seed (or generator) of the randomness; every connection draws its own
             generator from it in order, so a run is reproducible.
         stats: Where to count the faults (shared across connections); a new one if omitted.
@@ -261,6 +294,7 @@ def chaos_transport(
         async with inner() as transport, trio.open_nursery() as nursery:
             chaotic = ChaosTransport(transport, config, rng, counters)
             nursery.start_soon(chaotic.pump)
+            nursery.start_soon(chaotic.release_held)
             try:
                 yield chaotic
             finally:
