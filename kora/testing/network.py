@@ -7,7 +7,7 @@ again and the engine reconnects by itself (after its backoff)::
 
     link = NetworkLink(server.connect)
     app = ... SyncOptions(url="memory://", transport=link) ...
-    with partition(link):
+    with partition(link):              # or partition(app) for apps from open_test_app
         ...  # the app works offline; its writes wait in the durable queue
     # healed here
 
@@ -17,15 +17,19 @@ Cutting is synchronous and needs no task, so it works anywhere, including under
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
+from kora.app import App
 from kora.sync.errors import TransportClosed
 from kora.sync.transport import Frame, Transport, TransportFactory
 
-__all__ = ["NetworkLink", "partition"]
+__all__ = ["NetworkLink", "link_of", "partition", "register_link"]
+
+_LINKS: weakref.WeakKeyDictionary[App, NetworkLink] = weakref.WeakKeyDictionary()
 
 
 class _LinkedTransport:
@@ -96,9 +100,26 @@ class NetworkLink:
         self.is_cut = False
 
 
+def register_link(app: App, link: NetworkLink) -> None:
+    """Remember that ``app`` syncs through ``link`` (``open_test_app`` does this)."""
+    _LINKS[app] = link
+
+
+def link_of(target: NetworkLink | App) -> NetworkLink:
+    """The link itself, or the link an app opened by ``open_test_app`` syncs through."""
+    if isinstance(target, NetworkLink):
+        return target
+    try:
+        return _LINKS[target]
+    except KeyError:
+        raise ValueError(f"{target!r} was not opened by kora.testing (no network link)") from None
+
+
 @contextmanager
-def partition(*links: NetworkLink) -> Iterator[None]:
-    """Cut ``links`` for the duration of the ``with`` block, then heal them."""
+def partition(*targets: NetworkLink | App) -> Iterator[None]:
+    """Cut ``targets`` (links, or apps from ``open_test_app``) off the server for the
+    duration of the ``with`` block, then heal them."""
+    links = [link_of(target) for target in targets]
     for link in links:
         link.cut()
     try:
