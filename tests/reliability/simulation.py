@@ -78,7 +78,7 @@ class Profile:
 
     clients: int = 5
     operations: int = 400  # per client
-    duration: float = 600.0  # virtual seconds of workload
+    duration: float = 150.0  # virtual seconds of workload (denser writes: more conflicts)
     partitions: int = 20
     client_restarts: int = 10
     server_restarts: int = 5

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -50,9 +52,25 @@ def run_seed(seed: int) -> dict[str, object]:
     }
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the test process dies (a timed-out or killed
+    pytest must not leave workers burning the CPU)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent-pid check below still stops us between seeds
+
+
 def main() -> None:
+    die_with_parent()
+    parent = os.getppid()
     logging.disable(logging.WARNING)  # chaos makes the engine warn a lot; results say enough
     for seed in map(int, sys.argv[1:]):
+        if os.getppid() != parent:
+            return
         print(json.dumps(run_seed(seed)), flush=True)
 
 

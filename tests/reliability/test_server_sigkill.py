@@ -23,11 +23,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,79 +31,25 @@ import attrs
 import trio
 from abuse_harness import batch, handshake, make_op
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from zygote_harness import Zygote, kill_and_wait, open_zygote
 
 HERE = Path(__file__).resolve().parent
 KILLS = int(os.environ.get("KORA_SERVER_KILLS", "50"))
 CLIENTS = 5
 
 
-class Zygote:
-    """The ``server_zygote.py`` helper process: forks a ``kora serve`` child on demand."""
-
-    def __init__(self, process: trio.Process, stderr_path: Path) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-        self._buffer = b""
-
-    async def _line(self) -> str:
-        assert self.process.stdout is not None
-        while b"\n" not in self._buffer:
-            chunk = await self.process.stdout.receive_some(4096)
-            if not chunk:
-                raise AssertionError(
-                    "the zygote ended: " + self.stderr_path.read_text(errors="replace")[-2000:]
-                )
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode()
-
-    async def spawn(self, db: Path, port: int) -> tuple[int, int]:
-        """Start ``kora serve``; its pid and port once it listens."""
-        assert self.process.stdin is not None
-        await self.process.stdin.send_all(f"spawn {db} {port}\n".encode())
-        pid = port_seen = None
-        with trio.fail_after(20):
-            while pid is None or port_seen is None:
-                line = await self._line()
-                if line.startswith("pid "):
-                    pid = int(line.split()[1])
-                elif "connect to ws://" in line:
-                    port_seen = int(line.rsplit(":", 1)[1].strip("/"))
-        return pid, port_seen
-
-
-@asynccontextmanager
-async def open_zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
-    stderr_path = tmp_path / "server-stderr.log"
-    with stderr_path.open("wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-u", str(HERE / "server_zygote.py")],
-            stdin=-1,  # subprocess.PIPE
-            stdout=-1,
-            stderr=stderr,
-            cwd=tmp_path,
-        )
-        try:
-            yield Zygote(process, stderr_path)
-        finally:
-            assert process.stdin is not None
-            await process.stdin.aclose()
-            with trio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def kill_and_wait(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-    with trio.fail_after(10):
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            await trio.sleep(0.002)  # polling the kernel for the process's end
+async def spawn_server(zygote: Zygote, db: Path, port: int) -> tuple[int, int]:
+    """Start ``kora serve``; its pid and port once it listens."""
+    await zygote.command(f"spawn {db} {port}")
+    pid = port_seen = None
+    with trio.fail_after(20):
+        while pid is None or port_seen is None:
+            line = await zygote.line()
+            if line.startswith("pid "):
+                pid = int(line.split()[1])
+            elif "connect to ws://" in line:
+                port_seen = int(line.rsplit(":", 1)[1].strip("/"))
+    return pid, port_seen
 
 
 @attrs.define
@@ -218,8 +160,11 @@ async def test_server_sigkill_loop_loses_no_acknowledged_operation(tmp_path: Pat
     ledger = Ledger()
     stop = trio.Event()
     indeterminate: set[str] = set()
-    async with open_zygote(tmp_path) as zygote, trio.open_nursery() as nursery:
-        pid, port = await zygote.spawn(db, 0)
+    async with (
+        open_zygote(HERE / "server_zygote.py", tmp_path) as zygote,
+        trio.open_nursery() as nursery,
+    ):
+        pid, port = await spawn_server(zygote, db, 0)
         url_box = [f"ws://127.0.0.1:{port}/"]
         for index in range(CLIENTS):
             client_rng = random.Random(rng.getrandbits(64))
@@ -234,9 +179,9 @@ async def test_server_sigkill_loop_loses_no_acknowledged_operation(tmp_path: Pat
             _, unacked = await trio.to_thread.run_sync(check_database, db, ledger)
             indeterminate |= unacked
             if kill + 1 < KILLS:
-                pid, _ = await zygote.spawn(db, port)
+                pid, _ = await spawn_server(zygote, db, port)
         # The end: one more server, every client's last batch acknowledged, then stop.
-        pid, _ = await zygote.spawn(db, port)
+        pid, _ = await spawn_server(zygote, db, port)
         with trio.fail_after(20):
             start = ledger.acks
             while ledger.acks < start + 2 * CLIENTS:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 HERE = Path(__file__).resolve().parent
@@ -67,6 +68,7 @@ def record_regressions(failed: list[int]) -> None:
                 fh.write(f"{seed}  # failed; see the test output\n")
 
 
+@pytest.mark.timeout(3600)  # 200 seeds take minutes (see docs/testing.md); a hang still fails
 async def test_simulation_seeds_converge() -> None:
     seeds = chosen_seeds()
     workers = max(1, min(int(os.environ.get("KORA_SIM_WORKERS", "2")), os.cpu_count() or 1))
