@@ -36,6 +36,7 @@ from typing import Final
 
 import trio
 
+from kora.protocol.long_poll_framing import decode_varint_frames, encode_varint_frames
 from kora.server.context import ServerContext
 from kora.server.http import (
     BodyTooLarge,
@@ -82,50 +83,6 @@ RunSession = Callable[[FrameTransport, str], Awaitable[None]]
 
 
 # ---------------------------------------------------------------- body framing
-
-
-def encode_varint_frames(frames: list[bytes]) -> bytes:
-    """Each frame preceded by its length as an unsigned LEB128 varint."""
-    out = bytearray()
-    for frame in frames:
-        length = len(frame)
-        while True:
-            byte = length & 0x7F
-            length >>= 7
-            if length:
-                out.append(byte | 0x80)
-            else:
-                out.append(byte)
-                break
-        out += frame
-    return bytes(out)
-
-
-def decode_varint_frames(body: bytes) -> list[bytes]:
-    """Inverse of ``encode_varint_frames``.
-
-    Raises:
-        ValueError: Truncated body or an over-long varint.
-    """
-    frames: list[bytes] = []
-    position = 0
-    while position < len(body):
-        length = 0
-        shift = 0
-        while True:
-            if position >= len(body) or shift > 35:
-                raise ValueError("malformed frame length")
-            byte = body[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if position + length > len(body):
-            raise ValueError("truncated frame")
-        frames.append(body[position : position + length])
-        position += length
-    return frames
 
 
 def split_json_frames(text: str) -> list[str]:

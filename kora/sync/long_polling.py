@@ -28,6 +28,7 @@ from typing import Final, final
 import httpx
 import trio
 
+from kora.protocol.long_poll_framing import decode_varint_frames, encode_varint_frames
 from kora.sync.errors import TransportClosed
 from kora.sync.transport import Frame, Transport
 
@@ -49,49 +50,6 @@ _QUEUE: Final = 64
 _POLL_TIMEOUT: Final = 60.0
 #: Seconds the closing DELETE may take.
 _CLOSE_TIMEOUT: Final = 2.0
-
-
-def encode_varint_frames(frames: list[bytes]) -> bytes:
-    """Frames, each preceded by its length as an unsigned LEB128 varint."""
-    out = bytearray()
-    for frame in frames:
-        length = len(frame)
-        while True:
-            byte = length & 0x7F
-            length >>= 7
-            if length:
-                out.append(byte | 0x80)
-            else:
-                out.append(byte)
-                break
-        out += frame
-    return bytes(out)
-
-
-def decode_varint_frames(body: bytes) -> list[bytes]:
-    """The frames of a varint-framed body.
-
-    Raises:
-        ValueError: The body is truncated or a length is malformed.
-    """
-    frames: list[bytes] = []
-    position = 0
-    while position < len(body):
-        length = shift = 0
-        while True:
-            if position >= len(body) or shift > 63:
-                raise ValueError("truncated or oversized frame length")
-            byte = body[position]
-            position += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if position + length > len(body):
-            raise ValueError("truncated frame")
-        frames.append(body[position : position + length])
-        position += length
-    return frames
 
 
 def _as_frame(raw: bytes) -> Frame:
