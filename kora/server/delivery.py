@@ -23,6 +23,17 @@ visible to the session in batches of ``batch_size``:
 
 Memory stays bounded: one scan chunk and one pending batch, whatever the backlog.
 
+Two shortcuts leave the batches exactly as they are and only save reads:
+
+* chunks come from the hub's window of recent commits when it covers them
+  (``Hub.read_recent``), from the store otherwise;
+* a session remembers the run of its client's own operations right after its sent position
+  (``OwnRun``).  Without it, a client that writes a lot would make its session decode its own
+  operations again on every wake-up, only to skip them, until an empty batch moves its
+  watermark past them.  Whether an operation is the client's own never changes, unlike its
+  visibility (a scope can depend on a record's current fields), so only that run is
+  remembered, never an invisible one.
+
 Legacy delta (clients that omit ``lastDeliverySequence``)
 --------------------------------------------------------
 
@@ -47,6 +58,8 @@ from kora.server.stores.base import DeliveredOperation, ServerStore
 __all__ = [
     "DeliveryBatch",
     "LegacyBatch",
+    "OwnRun",
+    "RecentReader",
     "VisibilityCheck",
     "decode_delta_cursor",
     "delivery_stream",
@@ -56,6 +69,23 @@ __all__ = [
 
 VisibilityCheck = Callable[[Operation], Awaitable[bool]]
 """``await visible(op)``: may this session receive ``op``?"""
+
+RecentReader = Callable[[int, int], "list[DeliveredOperation] | None"]
+"""``read(after, limit)``: ``operations_after_delivery`` from memory, or ``None`` (read the
+store); see ``Hub.read_recent``."""
+
+
+@attrs.define
+class OwnRun:
+    """Delivery sequences ``start + 1 .. through`` hold only the client's own operations.
+
+    A fact about the log that stays true, so a scan that starts anywhere in
+    ``start .. through - 1`` may go on after ``through`` at once (when the client's own
+    operations are excluded).
+    """
+
+    start: int = 0
+    through: int = 0
 
 
 @attrs.frozen
@@ -90,6 +120,8 @@ async def delivery_stream(
     finalize_when_empty: bool,
     skip_threshold: int | None = None,
     scan_chunk: int | None = None,
+    recent: RecentReader | None = None,
+    own_run: OwnRun | None = None,
 ) -> AsyncIterator[DeliveryBatch]:
     """Yield the delivery batches from watermark ``after`` to the store's current end.
 
@@ -103,6 +135,9 @@ async def delivery_stream(
         skip_threshold: With nothing visible, send the empty batch anyway once this many
             operations were scanned (default: one scan chunk).  ``0`` disables it.
         scan_chunk: Operations read per store call (default ``5 * batch_size``).
+        recent: Reads chunks from memory when it can (the store otherwise).
+        own_run: The session's run of its client's own operations: used to start the scan
+            after it, and updated to the run found after ``after`` (with ``exclude_node``).
 
     Yields:
         Batches in order; the last one has ``is_final``.  Nothing at all when there is
@@ -110,16 +145,23 @@ async def delivery_stream(
     """
     chunk_size = scan_chunk if scan_chunk is not None else 5 * batch_size
     threshold = chunk_size if skip_threshold is None else skip_threshold
+    track_own = exclude_node is not None and own_run is not None
     cursor = after
-    scanned = 0
+    if track_own and own_run is not None and own_run.start <= after < own_run.through:
+        cursor = own_run.through  # (after, through] are the client's own: skipped anyway
+    own_through = cursor  # the scan so far found only the client's own ops up to here
     base = after
     pending: list[DeliveredOperation] = []
     index = 0
     while True:
-        chunk = await store.operations_after_delivery(cursor, chunk_size)
+        chunk = recent(cursor, chunk_size) if recent is not None else None
+        if chunk is None:
+            chunk = await store.operations_after_delivery(cursor, chunk_size)
         for delivered in chunk:
             op = delivered.operation
             if exclude_node is not None and op.node_id == exclude_node:
+                if own_through == delivered.delivery_sequence - 1:
+                    own_through += 1
                 continue
             if not await visible(op):
                 continue
@@ -131,9 +173,11 @@ async def delivery_stream(
             pending.append(delivered)
         if chunk:
             cursor = chunk[-1].delivery_sequence
-            scanned += len(chunk)
         if len(chunk) < chunk_size:
             break
+    if track_own and own_run is not None and own_through > after:
+        own_run.start, own_run.through = after, own_through
+    scanned = cursor - after  # the log has no gaps: every sequence in between was looked at
     if pending:
         last = max(cursor, pending[-1].delivery_sequence)
         yield DeliveryBatch(tuple(d.operation for d in pending), base, last, True, index)

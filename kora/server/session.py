@@ -31,7 +31,8 @@ sends the frames it produces.  Three phases:
    time as the reference does: the *reader* handles client frames (batches, acks), the
    *pusher* waits for hub wake-ups and sends what was committed since the session's *sent*
    position (``ServerSession.sent_through``).  Nothing is buffered per session: every push
-   re-reads the store by delivery sequence.  If acknowledgments stall behind what was sent
+   reads on by delivery sequence, from the hub's window of recent commits when the session
+   is caught up to it (the common case), from the store otherwise.  If acknowledgments stall behind what was sent
    for ``redelivery_interval`` (the client dropped or could not apply a batch), the session
    rewinds to the confirmed position and sends the stream again; a client ignores what it
    already has, so this costs bandwidth, never correctness.
@@ -79,7 +80,7 @@ from kora.protocol.messages import ErrorMessage, Handshake, OperationRejected
 from kora.protocol.server import ServerSession
 from kora.server.auth import AuthContext
 from kora.server.context import ServerContext
-from kora.server.delivery import delivery_stream, legacy_delta
+from kora.server.delivery import OwnRun, delivery_stream, legacy_delta
 from kora.server.hub import Subscription
 from kora.server.logs import fields, get_logger
 from kora.server.scopes import (
@@ -217,6 +218,7 @@ class SyncSession:
         self.scopes: Scope | None = None
         self._last_ack_progress = 0.0
         self._rate_key = ""
+        self._own_run = OwnRun()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -482,6 +484,8 @@ class SyncSession:
             visible=self._visible,
             exclude_node=exclude_node,
             finalize_when_empty=finalize,
+            recent=ctx.hub.read_recent,
+            own_run=self._own_run,
         )
         async for batch in stream:
             await self._act(
@@ -575,14 +579,17 @@ class SyncSession:
             for bad in received.malformed
         ]
         candidates: list[tuple[int, Operation]] = []
+        sizes: dict[str, int] = {}
         for index, op in received.numbered_operations():
-            problem = self._check_operation(op, now_ms)
+            size = operation_size(op)
+            problem = self._check_operation(op, size, now_ms)
             if problem is None:
                 candidates.append((index, op))
+                sizes[op.id] = size
             else:
                 refusals.append(_Refusal(index, op, *problem))
         if candidates:
-            refusals += await self._append(candidates)
+            refusals += await self._append(candidates, sizes)
         for refusal in sorted(refusals, key=lambda r: r.index):
             await self._act(
                 self._protocol.send_operation_rejected(
@@ -591,7 +598,9 @@ class SyncSession:
             )
         await self._act(self._protocol.batch_processed(batch.message_id))
 
-    async def _append(self, candidates: list[tuple[int, Operation]]) -> list[_Refusal]:
+    async def _append(
+        self, candidates: list[tuple[int, Operation]], sizes: dict[str, int]
+    ) -> list[_Refusal]:
         """Append the operations that passed the checks in one transaction; the refusals."""
         ctx = self._ctx
         scopes = self.scopes
@@ -637,13 +646,13 @@ class SyncSession:
                 applied += 1
         ctx.metrics.operations_applied.inc(applied)
         if applied:
-            ctx.hub.publish(result.max_delivery_sequence)
+            ctx.hub.publish(result.max_delivery_sequence, result.applied, sizes=sizes)
         return refusals
 
-    def _check_operation(self, op: Operation, now_ms: int) -> tuple[str, str] | None:
-        """``(code, message)`` if ``op`` must be refused before it reaches the store."""
+    def _check_operation(self, op: Operation, size: int, now_ms: int) -> tuple[str, str] | None:
+        """``(code, message)`` if ``op`` (of ``operation_size`` ``size``) must be refused
+        before it reaches the store."""
         limits = self._ctx.limits
-        size = operation_size(op)
         if size > limits.max_operation_bytes:
             return (
                 RejectionCode.OPERATION_TOO_LARGE,
