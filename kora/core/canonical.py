@@ -39,6 +39,12 @@ _encode_basestring: Callable[[str], str] = json.encoder.encode_basestring
 _FAST_PATH_MAX_CONTAINERS: Final = 1_000_000
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+# In text without characters from U+D800 up, code-point order is UTF-16 order and there is
+# no lone surrogate to escape, so the C encoder's sorted output is the canonical one.
+_HIGH_CHARACTER: Final = re.compile("[\ud800-\U0010ffff]")
+_sorted_encoder: Final = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
 
 
 def js_number(x: int | float) -> str:
@@ -226,6 +232,16 @@ def canonical_json(value: object) -> str:
         TypeError: For a value or key of an unsupported type.
         ValueError: For nesting deeper than ``MAX_DEPTH`` (for example a circular value).
     """
+    # Fast path: the C encoder, when its output is certainly the same (the values as for
+    # json_stringify, every key a str, no character from U+D800 up in the text).
+    if (type(value) is dict or type(value) is list) and _fast_path_is_exact(value, str_keys=True):
+        try:
+            text = _sorted_encoder.encode(value)
+        except (TypeError, ValueError, RecursionError):
+            pass  # the exact encoder reports it, or copes (deep nesting)
+        else:
+            if text.isascii() or _HIGH_CHARACTER.search(text) is None:
+                return text
     return _encode(value, sort_keys=True)
 
 
@@ -259,13 +275,14 @@ def json_stringify(value: object) -> str:
     return _encode(value, sort_keys=False)
 
 
-def _fast_path_is_exact(value: dict[Any, Any] | list[Any]) -> bool:
+def _fast_path_is_exact(value: dict[Any, Any] | list[Any], *, str_keys: bool = False) -> bool:
     """Whether ``json.dumps`` formats every member of ``value`` exactly as JS would.
 
     Python differs from JS on integral floats (``5.0``), exponents (``1e-07``, ``1e+16``),
     -0.0, NaN/Infinity and integers beyond 2**53; every other float is written alike.  Any
     type other than dict, list, str, int, float, bool and None (tuples, other mappings,
-    str subclasses) also goes to the exact encoder.  Keys are not checked: they must be str.
+    str subclasses) also goes to the exact encoder.  Keys are checked only with
+    ``str_keys`` (json.dumps would coerce an int key where the exact encoder refuses it).
     """
     stack: list[Any] = [value]
     pop = stack.pop
@@ -276,6 +293,10 @@ def _fast_path_is_exact(value: dict[Any, Any] | list[Any]) -> bool:
         if budget < 0:
             return False
         container = pop()
+        if str_keys and type(container) is dict:
+            for key in container:
+                if type(key) is not str:
+                    return False
         for member in container.values() if type(container) is dict else container:
             kind = type(member)
             if kind is str or kind is bool or member is None:

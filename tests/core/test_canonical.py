@@ -251,3 +251,61 @@ def test_fast_path_handles_common_values_and_defers_the_rest(
     for needs_exact in ([5.0], [1e-5], [1e16], [2**53 + 1], ["\ud800"], [(1,)], [math.nan]):
         assert json_stringify(needs_exact) == real_encode(needs_exact, sort_keys=False)
     assert len(calls) == 7
+
+
+# ---------------------------------------------------------------- canonical_json's fast path
+
+# Keys that sort differently by UTF-16 code units and by code points, and non-str keys.
+canonical_keys = st.text(max_size=6) | st.sampled_from(["\U0001f600", "\uff61", "\ue000", "é"])
+canonical_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(canonical_keys, children, max_size=5)
+        | st.tuples(children, children)
+    ),
+    max_leaves=25,
+)
+
+
+@given(canonical_values)
+@settings(max_examples=500)
+def test_canonical_json_fast_path_equals_exact_encoder(value: Any) -> None:
+    assert canonical_json(value) == _encode(value, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\uff61": 1, "\U0001f600": 2},  # UTF-16 puts the emoji first
+        {"a": 1.0, "b": 1e21},
+        {"a": [2**60]},
+        {"s": "\ud800"},
+        {"k": {"x": -0.0}},
+    ],
+)
+def test_canonical_json_fast_path_defers_what_it_cannot_write(value: Any) -> None:
+    assert canonical_json(value) == _encode(value, sort_keys=True)
+
+
+def test_canonical_json_refuses_non_str_keys_on_the_fast_path_too() -> None:
+    with pytest.raises(TypeError):
+        canonical_json({1: "a"})
+    with pytest.raises(TypeError):
+        canonical_json([{"a": {None: 1}}])
+
+
+def test_canonical_json_uses_the_c_encoder_for_common_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import kora.core.canonical as canonical
+
+    calls: list[object] = []
+    exact = canonical._encode
+    monkeypatch.setattr(canonical, "_encode", lambda v, **kw: calls.append(v) or exact(v, **kw))
+    assert canonical_json({"b": [1, 2.5, None], "a": {"z": True, "y": "é"}}) == (
+        '{"a":{"y":"é","z":true},"b":[1,2.5,null]}'
+    )
+    assert calls == []
+    canonical_json({"a": 1.0})
+    assert calls == [{"a": 1.0}]
