@@ -10,7 +10,7 @@ differ in how they read and write rows and how they serialize transactions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -57,6 +57,8 @@ class AppendPlan:
         version_vector: Per node, the highest sequence number among ``applied`` (the store
             writes ``max(stored, this)``).
         records: The new state of every record ``applied`` touched.
+        record_rows: ``record_row`` of each of ``records`` (computed once, while checking
+            that the state can be stored).
         max_delivery_sequence: The counter value after the commit.
     """
 
@@ -64,6 +66,7 @@ class AppendPlan:
     applied: tuple[DeliveredOperation, ...]
     version_vector: dict[str, int]
     records: dict[RecordKey, RecordState]
+    record_rows: dict[RecordKey, tuple[Any, ...]]
     max_delivery_sequence: int
 
 
@@ -77,6 +80,7 @@ def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | N
     records: dict[RecordKey, RecordState | None] = {key: stored.get(key) for key in wanted}
     batch_ops: dict[RecordKey, list[Operation]] = {}
     touched: dict[RecordKey, RecordState] = {}
+    rows: dict[RecordKey, tuple[Any, ...]] = {}
     outcomes: list[OperationOutcome] = []
     applied: list[DeliveredOperation] = []
     version_vector: dict[str, int] = {}
@@ -91,13 +95,14 @@ def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | N
             continue
         try:
             new_state = _materialize(reader, key, current, batch_ops.get(key, []), op)
-            record_row(new_state)  # fails now, for this op alone, if the state cannot be stored
+            row = record_row(new_state)  # fails now, for this op alone, if it cannot be stored
         except (TypeError, ValueError, OverflowError):
             outcomes.append(OperationOutcome(op, AppendStatus.INVALID))
             continue
         seen.add(op.id)
         sequence += 1
         records[key] = touched[key] = new_state
+        rows[key] = row
         batch_ops.setdefault(key, []).append(op)
         applied.append(DeliveredOperation(op, sequence))
         outcomes.append(OperationOutcome(op, AppendStatus.APPLIED, sequence))
@@ -108,6 +113,7 @@ def plan_append(reader: AppendReader, ops: Sequence[Operation], admit: Admit | N
         applied=tuple(applied),
         version_vector=version_vector,
         records=touched,
+        record_rows=rows,
         max_delivery_sequence=sequence,
     )
 

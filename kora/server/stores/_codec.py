@@ -58,18 +58,23 @@ RECORD_COLUMNS: Final = (
 RECORD_SELECT: Final = ", ".join(RECORD_COLUMNS)
 
 
-def dump_json(value: object) -> str:
-    """JSON text for a column; raises ``ValueError`` for NaN or infinity."""
-    return json.dumps(
-        value, ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_plain
-    )
-
-
 def _plain(value: object) -> Any:
     # Operation data is typed as Mapping; json only knows dict.
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# What json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"),
+# default=_plain) builds on every call, built once (several columns per operation).
+_column_encoder: Final = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_plain
+)
+
+
+def dump_json(value: object) -> str:
+    """JSON text for a column; raises ``ValueError`` for NaN or infinity."""
+    return _column_encoder.encode(value)
 
 
 def _load(text: str | None) -> Any:

@@ -59,7 +59,6 @@ from kora.server.stores._codec import (
     operation_from_row,
     operation_row,
     record_from_row,
-    record_row,
 )
 from kora.server.stores._signal import CommitSignal
 from kora.server.stores.base import (
@@ -485,9 +484,7 @@ def _append(
                     ],
                 )
                 cursor.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
-                cursor.executemany(
-                    _UPSERT_RECORD, [record_row(state) for state in plan.records.values()]
-                )
+                cursor.executemany(_UPSERT_RECORD, list(plan.record_rows.values()))
             conn.execute(
                 "UPDATE kora_delivery_counter SET value = %s WHERE id = 1",
                 (plan.max_delivery_sequence,),

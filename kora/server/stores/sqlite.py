@@ -41,7 +41,6 @@ from kora.server.stores._codec import (
     operation_from_row,
     operation_row,
     record_from_row,
-    record_row,
 )
 from kora.server.stores._signal import CommitSignal
 from kora.server.stores.base import (
@@ -380,7 +379,7 @@ def _write_plan(conn: sqlite3.Connection, plan: AppendPlan, received_at: int) ->
     ]
     conn.executemany(_INSERT_OPERATION, rows)
     conn.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
-    conn.executemany(_UPSERT_RECORD, [record_row(state) for state in plan.records.values()])
+    conn.executemany(_UPSERT_RECORD, list(plan.record_rows.values()))
     conn.execute(
         "UPDATE kora_delivery_counter SET value = ? WHERE id = 1", (plan.max_delivery_sequence,)
     )
