@@ -46,7 +46,7 @@ from kora.core.ids import uuid7
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.merge import RecordState, apply, fold, is_newer
-from kora.store._fast_ops import build_operation, encode_sorted
+from kora.store._fast_ops import build_operation, encode_sorted, serialize_timestamp
 from kora.store.errors import RecordExistsError, RecordNotFoundError
 from kora.store.values import ChangeSet, LocalMutation, RemoteRejection
 
@@ -74,6 +74,10 @@ class TxReader(Protocol):
     """Synchronous reads inside the open transaction of a backend."""
 
     def load_record(self, collection: str, record_id: str) -> RecordState | None: ...
+
+    def load_records(self, keys: Iterable[RecordKey]) -> dict[RecordKey, RecordState]:
+        """The stored states of those of ``keys`` that exist (absent ones are left out)."""
+        ...
 
     def load_record_ops(self, collection: str, record_id: str) -> list[Operation]: ...
 
@@ -402,6 +406,16 @@ class Replica:
         tx = TxWrites()
         rejected: list[RemoteRejection] = []
         known = reader.known_op_ids({op.id for op in batch if isinstance(op.id, str)})
+        # Every record the batch may touch, in one read (a catch-up touches thousands).
+        stored = reader.load_records(
+            {
+                (op.collection, op.record_id)
+                for op in batch
+                if op.id not in known
+                and isinstance(op.collection, str)
+                and isinstance(op.record_id, str)
+            }
+        )
         seen: set[str] = set()
         claimed: dict[tuple[str, int], str] = {}
         duplicates = 0
@@ -427,8 +441,14 @@ class Replica:
             seen.add(op.id)
             claimed[(op.node_id, op.sequence_number)] = op.id
             key = (op.collection, op.record_id)
-            current = tx.current(key) or reader.load_record(*key)
-            tx.records[key] = self._merge(reader, tx, current, op)
+            current = tx.current(key) or stored.get(key)
+            data_text = encoded[1]
+            if current is None and op.type is OpType.INSERT and data_text is not None:
+                # A new record from one insert: its state is implied (``fresh_state``,
+                # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
+                tx.fresh[key] = (op, encoded[0], data_text)
+            else:
+                tx.records[key] = self._merge(reader, tx, current, op)
             tx.add_op(op, encoded)
             node, seq = op.node_id, op.sequence_number
             if seq > tx.vv.get(node, self.vv.get(node, 0)):
@@ -459,13 +479,16 @@ class Replica:
         ):
             raise ValidationError("atomicOps must map fields to atomic ops")
         encoded: EncodedOp = (
-            op.timestamp.serialize(),
+            serialize_timestamp(op.timestamp),  # validated just above
             None if op.data is None else _encode(op.data, "data"),
             None if op.previous_data is None else _encode(op.previous_data, "previousData"),
             _encode_atomic(op.atomic_ops),
             _encode(list(op.causal_deps), "causalDeps"),
         )
-        holder = claimed.get((op.node_id, seq)) or reader.op_id_at(op.node_id, seq)
+        holder = claimed.get((op.node_id, seq))
+        # Above the node's highest stored sequence number, no stored operation holds it.
+        if holder is None and seq <= self.vv.get(op.node_id, 0):
+            holder = reader.op_id_at(op.node_id, seq)
         if holder is not None and holder != op.id:
             raise _Conflict(f"sequence {seq} of node {op.node_id} is already held by {holder}")
         return encoded

@@ -28,7 +28,8 @@ the ``ChangeSet`` (collection to record ids) of every committed write that touch
 local or remote, right after its commit, in the task that wrote; the result of
 ``apply_remote`` carries it too, and ``change_counter`` is a cheap number to poll.
 Listeners must be quick and must not raise (an exception is logged and dropped so that it
-cannot make a committed write look failed).
+cannot make a committed write look failed).  ``add_queue_listener`` callbacks receive the
+operations each local write enqueued, the same way (the sync engine's view of the queue).
 
 Clock rebase (spec 3.8): ``rebase_pending`` re-stamps queued operations that a fast clock
 stamped beyond what the server accepts, in one transaction (see ``kora.store._engine``).
@@ -55,12 +56,13 @@ from kora.store.values import (
     Where,
 )
 
-__all__ = ["MAX_WATERMARK_VIEWS", "ChangeListener", "Store"]
+__all__ = ["MAX_WATERMARK_VIEWS", "ChangeListener", "QueueListener", "Store", "check_watermark"]
 
 #: Delivery watermarks kept, least recently set first out (spec 4.4).
 MAX_WATERMARK_VIEWS = 64
 
 ChangeListener = Callable[[ChangeSet], None]
+QueueListener = Callable[[Sequence[Operation]], None]
 
 _log = logging.getLogger("kora.store")
 
@@ -73,12 +75,19 @@ def check_meta_item(key: object, value: object = None) -> None:
         raise ValidationError(f"a meta value is a str or None, got {type(value).__name__}")
 
 
+def check_watermark(value: object) -> None:
+    """Raise ``ValidationError`` unless ``value`` is a non-negative int."""
+    if type(value) is not int or value < 0:
+        raise ValidationError(f"a delivery watermark is a non-negative int, got {value!r}")
+
+
 class Store(abc.ABC):
     """One node's local replica.  Open one with ``kora.store.open_store`` (or
     ``open_sqlite_store`` / ``open_memory_store``) as an async context manager."""
 
     def __init__(self) -> None:
         self._listeners: list[ChangeListener] = []
+        self._queue_listeners: list[QueueListener] = []
         self._change_counter = 0
         self._collection_counters: dict[str, int] = {}
 
@@ -130,7 +139,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
+    async def apply_remote(
+        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+    ) -> ApplyResult:
         """Store and merge operations received from other nodes, in one transaction.
 
         Duplicates (by id, also within the batch) are counted and skipped.  Each new
@@ -141,7 +152,14 @@ class Store(abc.ABC):
         operation already holding its node's sequence number) is left out and reported in
         ``ApplyResult.rejected``; the rest of the batch still applies.
 
+        Args:
+            operations: The received operations (any number, also none).
+            watermark: ``(view, value)``: also set that view's delivery watermark, as
+                ``set_delivery_watermark`` does, in the same transaction, so the batch and
+                the watermark that counts it are durable together (one commit, not two).
+
         Raises:
+            ValidationError: The watermark value is not a non-negative int.
             StoreFailedError: The database failed; nothing of the batch was written.
         """
 
@@ -323,6 +341,26 @@ class Store(abc.ABC):
 
         return remove
 
+    def add_queue_listener(self, listener: QueueListener) -> Callable[[], None]:
+        """Call ``listener(operations)`` with the operations every committed local write
+        enqueued, in queue order, right after its commit (in the task that wrote).
+
+        Lets the sync engine keep its view of the queue current without reading it back.
+        Only local writes enqueue; ``acknowledge``, ``reject`` and ``rebase_pending``
+        change the queue without telling (their callers know).  Listeners must be quick
+        and must not raise (an exception is logged and dropped).
+
+        Returns:
+            A function that removes the listener.
+        """
+        self._queue_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._queue_listeners:
+                self._queue_listeners.remove(listener)
+
+        return remove
+
     def change_counter(self, collection: str | None = None) -> int:
         """A number that grows whenever records (of ``collection``, or any) change.
 
@@ -343,6 +381,15 @@ class Store(abc.ABC):
                 listener(changes)
             except Exception:
                 _log.exception("store change listener %r failed", listener)
+
+    def _notify_queued(self, operations: Sequence[Operation]) -> None:
+        if not operations:
+            return
+        for listener in list(self._queue_listeners):
+            try:
+                listener(operations)
+            except Exception:
+                _log.exception("store queue listener %r failed", listener)
 
     # ---------------------------------------------------------------------- misc
 

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from kora.core.errors import ClosedError, ValidationError
+from kora.core.errors import ClosedError
 from kora.core.hlc import HLCTimestamp, HybridLogicalClock, system_clock_ms
 from kora.core.ids import uuid7
 from kora.core.operation import Operation
@@ -20,7 +20,7 @@ from kora.core.version_vector import VersionVector
 from kora.merge import RecordState
 from kora.store import _query
 from kora.store._engine import CorrectedClock, RebaseWrites, Replica, TxWrites
-from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item
+from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item, check_watermark
 from kora.store.values import (
     ApplyResult,
     LocalMutation,
@@ -67,6 +67,14 @@ class MemoryStore(Store):
 
     def load_record(self, collection: str, record_id: str) -> RecordState | None:
         return self._records.get(collection, {}).get(record_id)
+
+    def load_records(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RecordState]:
+        found: dict[tuple[str, str], RecordState] = {}
+        for key in keys:
+            state = self.load_record(*key)
+            if state is not None:
+                found[key] = state
+        return found
 
     def load_record_ops(self, collection: str, record_id: str) -> list[Operation]:
         return [self._ops[i] for i in self._by_record.get((collection, record_id), ())]
@@ -148,12 +156,19 @@ class MemoryStore(Store):
         tx = self._replica.plan_local(self, list(mutations), transaction_id)
         self._commit(tx)
         self._notify(tx.changes())
+        self._notify_queued(tx.ops)
         return tx.ops
 
-    async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
+    async def apply_remote(
+        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+    ) -> ApplyResult:
+        if watermark is not None:
+            check_watermark(watermark[1])
         await self._enter()
         tx, duplicates, rejected = self._replica.plan_remote(self, list(operations))
         self._commit(tx)
+        if watermark is not None:
+            self._set_watermark(*watermark)
         result = ApplyResult(
             applied=tuple(tx.ops),
             duplicates=duplicates,
@@ -280,9 +295,11 @@ class MemoryStore(Store):
         return self._watermarks.get(view, 0)
 
     async def set_delivery_watermark(self, view: str, value: int) -> None:
-        if type(value) is not int or value < 0:
-            raise ValidationError(f"a delivery watermark is a non-negative int, got {value!r}")
+        check_watermark(value)
         await self._enter()
+        self._set_watermark(view, value)
+
+    def _set_watermark(self, view: str, value: int) -> None:
         self._watermarks.pop(view, None)
         self._watermarks[view] = value  # dict order is the LRU order: newest last
         while len(self._watermarks) > MAX_WATERMARK_VIEWS:

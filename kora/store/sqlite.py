@@ -43,7 +43,7 @@ from kora.store._engine import (
     dumps,
 )
 from kora.store._sqlite_schema import migrate
-from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item
+from kora.store.base import MAX_WATERMARK_VIEWS, Store, check_meta_item, check_watermark
 from kora.store.errors import StoreFailedError, StoreVersionError
 from kora.store.values import (
     ApplyResult,
@@ -184,6 +184,23 @@ class _Reader:
         ).fetchone()
         return None if row is None else _row_to_state(collection, record_id, row)
 
+    def load_records(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RecordState]:
+        by_collection: dict[str, list[str]] = {}
+        for collection, record_id in keys:
+            by_collection.setdefault(collection, []).append(record_id)
+        found: dict[tuple[str, str], RecordState] = {}
+        for collection, ids in by_collection.items():
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT id, {_RECORD_COLUMNS} FROM records "
+                    f"WHERE collection = ? AND id IN ({marks})",
+                    (collection, *chunk),
+                )
+                for record_id, *row in rows:
+                    found[(collection, record_id)] = _row_to_state(collection, record_id, row)
+        return found
+
     def load_record_ops(self, collection: str, record_id: str) -> list[Operation]:
         rows = self._conn.execute(
             f"SELECT {_OP_COLUMNS} FROM ops WHERE collection = ? AND record_id = ?",
@@ -259,6 +276,23 @@ def _write_rebase(conn: sqlite3.Connection, writes: RebaseWrites) -> None:
             conn.execute(_SET_META, ("hlc", writes.clock_last.serialize()))
 
 
+def _set_watermark(conn: sqlite3.Connection, view: str, value: int) -> None:
+    """Set a view's delivery watermark, dropping the least recently set views beyond
+    ``MAX_WATERMARK_VIEWS`` (inside the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO watermarks (view, value, touched) VALUES "
+        "(?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM watermarks)) "
+        "ON CONFLICT (view) DO UPDATE SET value = excluded.value, "
+        "touched = excluded.touched",
+        (view, value),
+    )
+    conn.execute(
+        "DELETE FROM watermarks WHERE view NOT IN "
+        "(SELECT view FROM watermarks ORDER BY touched DESC LIMIT ?)",
+        (MAX_WATERMARK_VIEWS,),
+    )
+
+
 def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     """Write a planned transaction with one ``executemany`` per table."""
     if tx.ops:
@@ -329,18 +363,25 @@ class SQLiteStore(Store):
         return await self._run(lambda conn: _in_transaction(conn, fn))
 
     async def _write_transaction(
-        self, plan: Callable[[_Reader], T], tx_of: Callable[[T], TxWrites]
+        self,
+        plan: Callable[[_Reader], T],
+        tx_of: Callable[[T], TxWrites],
+        *,
+        after: Callable[[sqlite3.Connection], object] | None = None,
     ) -> T:
         """Plan, write and commit in the worker; publish to the replica before releasing it.
 
         The replica's in-memory copies (version vector, last local ops) must move before the
         next queued transaction plans, so the publish happens in the same worker call.
+        ``after`` writes more rows in the same transaction, after the planned ones.
         """
 
         def work(conn: sqlite3.Connection) -> T:
             def body(c: sqlite3.Connection) -> T:
                 planned = plan(_Reader(c))
                 _write(c, tx_of(planned))
+                if after is not None:
+                    after(c)
                 return planned
 
             planned = _in_transaction(conn, body)
@@ -368,12 +409,19 @@ class SQLiteStore(Store):
             lambda reader: self._replica.plan_local(reader, batch, transaction_id), lambda t: t
         )
         self._notify(tx.changes())
+        self._notify_queued(tx.ops)
         return tx.ops
 
-    async def apply_remote(self, operations: Iterable[Operation]) -> ApplyResult:
+    async def apply_remote(
+        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+    ) -> ApplyResult:
         batch = list(operations)
+        if watermark is not None:
+            check_watermark(watermark[1])
         tx, duplicates, rejected = await self._write_transaction(
-            lambda reader: self._replica.plan_remote(reader, batch), lambda planned: planned[0]
+            lambda reader: self._replica.plan_remote(reader, batch),
+            lambda planned: planned[0],
+            after=None if watermark is None else lambda conn: _set_watermark(conn, *watermark),
         )
         result = ApplyResult(
             applied=tuple(tx.ops),
@@ -578,24 +626,8 @@ class SQLiteStore(Store):
         return await self._run(work)
 
     async def set_delivery_watermark(self, view: str, value: int) -> None:
-        if type(value) is not int or value < 0:
-            raise ValidationError(f"a delivery watermark is a non-negative int, got {value!r}")
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO watermarks (view, value, touched) VALUES "
-                "(?, ?, (SELECT coalesce(max(touched), 0) + 1 FROM watermarks)) "
-                "ON CONFLICT (view) DO UPDATE SET value = excluded.value, "
-                "touched = excluded.touched",
-                (view, value),
-            )
-            conn.execute(
-                "DELETE FROM watermarks WHERE view NOT IN "
-                "(SELECT view FROM watermarks ORDER BY touched DESC LIMIT ?)",
-                (MAX_WATERMARK_VIEWS,),
-            )
-
-        await self._transaction(work)
+        check_watermark(value)
+        await self._transaction(lambda conn: _set_watermark(conn, view, value))
 
     # ----------------------------------------------------------------- metadata
 

@@ -349,6 +349,76 @@ async def test_bad_remote_operations_are_rejected_one_by_one(opener: Opener) -> 
         assert (await b.version_vector()).get(a.node_id) == 1
 
 
+async def test_a_sequence_conflict_with_a_stored_operation_is_rejected(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        good = await a.write_local(insert({"n": 1}, record_id="g"))
+        await a.write_local(insert({"n": 2}, record_id="h"))
+        await exchange(a, b, list)
+        below = attrs.evolve(good, id="c" * 64, record_id="c")  # seq 1, held by good
+        result = await b.apply_remote([below])
+        assert [(r.operation.id, r.code) for r in result.rejected] == [
+            (below.id, "SEQUENCE_CONFLICT")
+        ]
+        assert await b.get("todos", "c") is None
+
+
+async def test_a_remote_insert_of_an_existing_record_merges_like_the_fold(opener: Opener) -> None:
+    clock = ManualClock()
+    async with (
+        opener(physical_clock=clock) as a,
+        opener(physical_clock=clock) as c,
+        opener(physical_clock=clock) as b,
+    ):
+        first = await a.write_local(insert({"title": "a", "n": 1}, record_id="r"))
+        await a.write_local(LocalMutation.update("todos", "r", {"n": 2}))
+        clock.now += 5
+        second = await c.write_local(insert({"title": "c"}, record_id="r"))
+        await exchange(a, b, list)
+        result = await b.apply_remote([second])
+        assert result.applied_count == 1
+        record = await b.get("todos", "r")
+        assert record is not None
+        ops = await a.operations_in_range(a.node_id, 1, 10)
+        expected = fold([*ops, second])
+        assert expected is not None
+        assert record.fields == expected.fields == {"title": "c"}
+        assert record.created_version == first.timestamp.serialize()
+        assert record.version == second.timestamp.serialize()
+
+
+async def test_apply_remote_stores_the_watermark_in_the_same_transaction(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        await a.write_local(insert({"n": 1}, record_id="r"))
+        ops = await a.operations_in_range(a.node_id, 1, 10)
+        result = await b.apply_remote(ops, watermark=("view", 12))
+        assert result.applied_count == 1
+        assert await b.delivery_watermark("view") == 12
+        assert await b.delivery_watermark("") == 0
+        # An empty batch (an invisible tail) still moves the watermark.
+        await b.apply_remote([], watermark=("view", 15))
+        assert await b.delivery_watermark("view") == 15
+        with pytest.raises(ValidationError):
+            await b.apply_remote(ops, watermark=("view", -1))
+        assert await b.delivery_watermark("view") == 15
+        assert (await b.apply_remote(ops)).duplicates == 1
+
+
+async def test_queue_listeners_hear_of_every_local_write_in_order(opener: Opener) -> None:
+    heard: list[list[str]] = []
+    async with opener() as a, opener() as b:
+        remove = a.add_queue_listener(lambda ops: heard.append([op.id for op in ops]))
+        b.add_queue_listener(lambda ops: heard.append(["remote?"]))
+        one = await a.write_local(insert({"n": 1}))
+        two, three = await a.write_local_many([insert({"n": 2}), insert({"n": 3})])
+        await b.apply_remote([one, two, three])  # applying enqueues nothing
+        assert heard == [[one.id], [two.id, three.id]]
+        assert [op.id for op in await a.pending()] == [one.id, two.id, three.id]
+        remove()
+        remove()  # idempotent
+        await a.write_local(insert({"n": 4}))
+        assert len(heard) == 2
+
+
 async def test_own_operations_restored_from_remote_raise_the_sequence(opener: Opener) -> None:
     async with opener() as a, opener() as b:
         ops = [await a.write_local(insert({"n": i})) for i in range(3)]
