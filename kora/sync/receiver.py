@@ -2,10 +2,14 @@
 
 For each frame it asks the connection's protocol session what to do and does it:
 
-* delivery and legacy batches are applied to the store (one transaction per batch), then
-  acknowledged by the session's watermark rules (spec 4.4): a batch that fails to apply is
-  not acknowledged and the watermark does not move;
-* watermark moves are persisted under the current view;
+* delivery and legacy batches are applied to the store, then acknowledged by the session's
+  watermark rules (spec 4.4).  The watermark a batch earns is written in the transaction that
+  applies it.  Batches that are already waiting when one is applied (a catch-up, a burst)
+  are applied together, up to ``MAX_GROUP_OPERATIONS`` operations in one transaction, and
+  acknowledged, all of them, only once it committed.  When a group fails to apply, nothing
+  of it is acknowledged and the connection is ended, so the next one resumes from the
+  durable watermark;
+* other watermark moves (a reset at the handshake) are persisted under the current view;
 * acknowledgments of our batches go to the outbound queue actor, which dequeues durably;
 * ``operation-rejected`` moves the operation to the store's rejected list (an event says so);
 * ``error``: ``AUTH_FAILED`` stops automatic retries, ``INVALID_TIMESTAMP`` is fatal, any
@@ -34,6 +38,7 @@ from kora.protocol.actions import (
     SendFrame,
     WatermarkChanged,
 )
+from kora.protocol.client import ClientSession
 from kora.protocol.errors import RemoteProtocolError
 from kora.store import Store
 from kora.store.errors import StoreFailedError
@@ -50,9 +55,16 @@ from kora.sync.errors import ConnectionEnded
 from kora.sync.status import StatusBoard
 from kora.sync.transport import Frame
 
-__all__ = ["ReceiverActor"]
+__all__ = ["MAX_GROUP_OPERATIONS", "ReceiverActor"]
 
 log: Final = logging.getLogger("kora.sync")
+
+#: At most this many received operations are applied in one store transaction.  Bigger
+#: groups save commits during a catch-up; this bound keeps one transaction's memory and the
+#: time until its acknowledgments go out modest.
+MAX_GROUP_OPERATIONS: Final = 5000
+#: At most this many waiting frames are taken at once to join a group.
+_MAX_PULLED_FRAMES: Final = 64
 
 
 class ReceiverActor:
@@ -104,14 +116,17 @@ class ReceiverActor:
             task_status.started()
             while True:
                 frame = await self._next_frame()
-                try:
-                    actions = session.receive_frame(frame)
-                except RemoteProtocolError as exc:
-                    if exc.fatal:
-                        raise ConnectionEnded(f"protocol error: {exc}") from exc
-                    log.warning("ignored a frame from the server: %s", exc)
-                    continue
-                await self._act(actions)
+                await self._act(self._decode(session, frame))
+
+    @staticmethod
+    def _decode(session: ClientSession, frame: Frame) -> list[Action]:
+        try:
+            return session.receive_frame(frame)
+        except RemoteProtocolError as exc:
+            if exc.fatal:
+                raise ConnectionEnded(f"protocol error: {exc}") from exc
+            log.warning("ignored a frame from the server: %s", exc)
+            return []
 
     async def _next_frame(self) -> Frame:
         while True:
@@ -170,16 +185,52 @@ class ReceiverActor:
             # handshake actions cannot occur after the response.
 
     async def _apply(self, action: ApplyBatch) -> list[Action]:
-        batch = action.batch
+        """Apply ``action``'s batch, with the batches already waiting behind it, in one
+        transaction that also stores the watermark they earn; acknowledge after the commit.
+
+        To get at a waiting batch, the session must be told that the one before it applied
+        (``batch_applied``) before the commit: the actions that returns (acknowledgments
+        above all) are held back until the commit, and a failed commit ends the connection
+        instead, so nothing unstored is ever acknowledged.
+
+        Frames are decoded before or after the store's work, never during it: the store's
+        thread needs the GIL between SQLite steps, and a decoding task would hold it.
+        """
         session = self._link.session
+        group = [action.batch]
+        size = len(action.batch.operations)
+        held: list[Action] = []  # taken once the group is durable, in order
+        watermark: int | None = None
+        self._take_arrived(session, held)
+        while True:
+            following: ApplyBatch | None = None
+            for outcome in session.batch_applied(group[-1].message_id):
+                if isinstance(outcome, WatermarkChanged):
+                    watermark = outcome.watermark
+                elif (
+                    isinstance(outcome, ApplyBatch)
+                    and following is None
+                    and size < MAX_GROUP_OPERATIONS
+                ):
+                    following = outcome
+                else:
+                    held.append(outcome)
+            if following is None:
+                break
+            group.append(following.batch)
+            size += len(following.batch.operations)
+        operations = [op for batch in group for op in batch.operations]
         self._board.exchange_started()
         try:
-            result = await self._store.apply_remote(batch.operations)
+            result = await self._store.apply_remote(
+                operations, watermark=None if watermark is None else (self._view, watermark)
+            )
         except StoreFailedError as exc:
-            log.error("could not apply batch %s: %s", batch.message_id, exc)
-            return session.batch_apply_failed(batch.message_id)
-        if batch.operations:
-            await self._metrics.send(OperationsReceived(len(batch.operations)))
+            ids = ", ".join(batch.message_id for batch in group)
+            log.error("could not apply batch(es) %s: %s", ids, exc)
+            raise ConnectionEnded(f"could not apply received batches: {exc}") from exc
+        if operations:
+            await self._metrics.send(OperationsReceived(len(operations)))
         if result.applied:
             self._emit(
                 "sync:received",
@@ -194,7 +245,17 @@ class ReceiverActor:
                     "message": rejection.message,
                 },
             )
-        return session.batch_applied(batch.message_id)
+        return held
+
+    def _take_arrived(self, session: ClientSession, held: list[Action]) -> None:
+        """Hand the frames that already arrived to the session (their batches queue behind
+        the one being applied); other actions they cause go to ``held``."""
+        for _ in range(_MAX_PULLED_FRAMES):
+            try:
+                frame = self._frames_in.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return  # an ended channel is noticed by the next receive
+            held.extend(self._decode(session, frame))
 
     async def _rejected(self, action: OperationRejectedReceived) -> None:
         message = action.message

@@ -67,6 +67,9 @@ log: Final = logging.getLogger("kora.sync")
 
 #: Frames buffered between a connection's actors, each direction.
 FRAME_MAILBOX: Final = 16
+#: Received frames buffered for the receiver: while it applies one group of batches, the
+#: next ones gather here and are applied together (see ``kora.sync.receiver``).
+INBOUND_FRAME_MAILBOX: Final = 64
 #: Seconds a report to the engine-level actors may take while a connection is torn down.
 _REPORT_TIMEOUT: Final = 1.0
 
@@ -155,7 +158,7 @@ class ConnectionScope:
         options = self._options
         with (
             Mailbox[Frame](FRAME_MAILBOX) as frames_out,
-            Mailbox[Frame](FRAME_MAILBOX) as frames_in,
+            Mailbox[Frame](INBOUND_FRAME_MAILBOX) as frames_in,
         ):
             session = ClientSession(
                 node_id=self._store.node_id,

@@ -22,6 +22,7 @@ from kora.protocol.messages import (
     OperationBatch,
 )
 from kora.store import LocalMutation, Store, open_store
+from kora.store.errors import StoreFailedError
 from kora.sync import MemoryNetwork, SyncOptions, Transport, TransportClosed
 from kora.sync._messages import (
     Attached,
@@ -410,6 +411,72 @@ async def test_receiver_applies_acknowledges_and_forwards_our_acks() -> None:
             assert isinstance(await rig.outbound.receive(), Streaming)
             nursery.cancel_scope.cancel()
         assert [name for name, _ in rig.events] == ["sync:received"]
+
+
+def delivery(message_id: str, ops: tuple[Operation, ...], base: int, top: int) -> str:
+    return CODEC.encode(
+        OperationBatch(
+            message_id=message_id,
+            operations=ops,
+            is_final=False,
+            batch_index=0,
+            base_delivery_sequence=base,
+            max_delivery_sequence=top,
+        )
+    )
+
+
+async def test_receiver_applies_waiting_batches_in_one_transaction() -> None:
+    async with open_store(None) as other, open_store(None) as store:
+        ops = [
+            await other.write_local(
+                LocalMutation(type=OpType.INSERT, collection="todos", data={"n": n})
+            )
+            for n in range(3)
+        ]
+        rig = ReceiverRig(store)
+        calls: list[tuple[int, object]] = []
+        apply_remote = store.apply_remote
+
+        async def counting(operations: object, **kwargs: object) -> object:
+            batch = list(operations)  # type: ignore[call-overload]
+            calls.append((len(batch), kwargs.get("watermark")))
+            return await apply_remote(batch, **kwargs)  # type: ignore[arg-type]
+
+        store.apply_remote = counting  # type: ignore[method-assign]
+        # Three batches are waiting when the receiver starts: one group.
+        await rig.in_send.send(delivery("d1", (ops[0],), 0, 1))
+        await rig.in_send.send(delivery("d2", (ops[1],), 1, 2))
+        await rig.in_send.send(delivery("d3", (ops[2],), 2, 5))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.actor.run)
+            acks = [CODEC.decode(await rig.out_receive.receive()) for _ in range(3)]
+            nursery.cancel_scope.cancel()
+        assert calls == [(3, ("", 5))]
+        assert [(a.acknowledged_message_id, a.delivery_sequence) for a in acks] == [  # type: ignore[union-attr]
+            ("d1", 1),
+            ("d2", 2),
+            ("d3", 5),
+        ]
+        assert await store.delivery_watermark("") == 5
+        assert [len(p["operations"]) for n, p in rig.events if n == "sync:received"] == [3]  # type: ignore[arg-type]
+
+
+async def test_receiver_acknowledges_nothing_when_the_store_fails() -> None:
+    async with open_store(None) as other, open_store(None) as store:
+        op = await other.write_local(LocalMutation(type=OpType.INSERT, collection="todos", data={}))
+        rig = ReceiverRig(store)
+
+        async def failing(operations: object, **kwargs: object) -> object:
+            raise StoreFailedError("disk full")
+
+        store.apply_remote = failing  # type: ignore[method-assign]
+        await rig.in_send.send(delivery("d1", (op,), 0, 1))
+        await rig.in_send.send(delivery("d2", (), 1, 2))
+        with raises_ended("disk full"):
+            await rig.actor.run()
+        assert rig.out_receive.statistics().current_buffer_used == 0
+        assert await store.delivery_watermark("") == 0
 
 
 async def test_receiver_ends_the_connection_on_auth_failure() -> None:
