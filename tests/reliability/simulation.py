@@ -123,6 +123,7 @@ class SimClient:
     engine_scope: trio.CancelScope | None = None
     connections: int = 0
     written: list[Operation] = attrs.field(factory=list)
+    apply_failures: list[str] = attrs.field(factory=list)
     vv_samples: dict[str, int] = attrs.field(factory=dict)
 
 
@@ -236,6 +237,8 @@ class Simulation:
             def emit(name: str, payload: Any) -> None:
                 if name in events:
                     client.connections += 1
+                elif name == "sync:apply-failed" and len(client.apply_failures) < 20:
+                    client.apply_failures.append(repr(dict(payload))[:300])
 
             async with open_sync(client.store, client.options, emit=emit) as engine:
                 await engine.connect()
@@ -420,7 +423,19 @@ class Simulation:
             if len(ids) != len(set(ids)):
                 raise self.fail(f"I3: client {client.index} holds duplicate ids")
             if set(ids) != set(server_ids):
-                raise self.fail(f"I2: client {client.index}'s op set differs from the server's")
+                by_id = {op.id: op for op in [*ops, *server_log]}
+                missing = sorted(
+                    (by_id[i].node_id, by_id[i].sequence_number) for i in set(server_ids) - set(ids)
+                )
+                extra = sorted(
+                    (by_id[i].node_id, by_id[i].sequence_number) for i in set(ids) - set(server_ids)
+                )
+                raise self.fail(
+                    f"I2: client {client.index}'s op set differs from the server's: it lacks "
+                    f"{missing[:10]} ({len(missing)}) and has {extra[:10]} ({len(extra)}) more "
+                    "(node, sequence); the version vectors were equal; its apply failures: "
+                    f"{client.apply_failures}"
+                )
             if (await client.store.version_vector()).to_wire() != server_vector:
                 raise self.fail(f"I4: client {client.index}'s version vector differs")
             dumped = await store_dump(client.store, COLLECTIONS)

@@ -33,6 +33,14 @@ def run_seed(seed: int) -> dict[str, object]:
         )
     except SimulationFailure as failure:
         return {"seed": seed, "ok": False, "error": str(failure)}
+    except BaseExceptionGroup as group:
+        matched, _ = group.split(SimulationFailure)
+        if matched is None:
+            return {"seed": seed, "ok": False, "error": f"seed {seed}: crashed: {group!r}"}
+        first: BaseException = matched
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        return {"seed": seed, "ok": False, "error": str(first)}
     except BaseException as exc:  # a crash is a failure of this seed, reported with it
         return {"seed": seed, "ok": False, "error": f"seed {seed}: crashed: {exc!r}"}
     return {
