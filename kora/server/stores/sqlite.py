@@ -2,7 +2,14 @@
 
 One ``sqlite3`` connection is used from trio's worker threads, one job at a time behind this
 store's own ``CapacityLimiter(1)`` (style anchors 4.1, pattern A).  Each job is one synchronous
-function; a write is one ``BEGIN IMMEDIATE ... COMMIT``, so a batch is one commit.
+function; a write is one ``BEGIN IMMEDIATE ... COMMIT``.
+
+Group commit: batches that arrive while a commit is running wait in a queue, and the next
+write takes all of them into one transaction, planned one after the other exactly as separate
+transactions in that order would be (each sees the rows of those before it).  Every caller
+gets its own batch's outcomes once that transaction committed, so an acknowledgment still
+follows its commit; several sessions' batches share one fsync.  If a shared transaction
+fails, each batch is tried again alone, so one batch's failure is only its own.
 
 Durability: WAL with ``synchronous=FULL``.  The server acknowledges a batch only after its
 commit, and those acknowledgements are promises to other devices, so a commit must survive a
@@ -21,9 +28,11 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+import attrs
 import trio
 
 from kora.core.errors import ClosedError
@@ -145,6 +154,9 @@ class SqliteServerStore(ServerStore):
         self._signal = CommitSignal()
         self._opening = False
         self._closed = False
+        self._queued: list[_QueuedAppend] = []
+        self._writing = False
+        self._written = trio.Event()
 
     @property
     def node_id(self) -> str:
@@ -206,10 +218,57 @@ class SqliteServerStore(ServerStore):
     async def append_batch(
         self, ops: Sequence[Operation], *, admit: Admit | None = None
     ) -> AppendResult:
-        received_at = int(time.time() * 1000)
-        plan = await self._run(lambda conn: _append(conn, ops, admit, received_at))
-        self._signal.advance(plan.max_delivery_sequence)
-        return AppendResult(plan.outcomes, plan.max_delivery_sequence)
+        queued = _QueuedAppend(tuple(ops), admit, int(time.time() * 1000))
+        self._queued.append(queued)
+        try:
+            while queued.plan is None and queued.error is None:
+                if self._writing:
+                    await self._written.wait()
+                else:
+                    await self._write_queued()
+        except BaseException:
+            if queued in self._queued:  # not taken yet: it will never be written
+                self._queued.remove(queued)
+            raise
+        if queued.error is not None:
+            raise queued.error
+        assert queued.plan is not None
+        return AppendResult(queued.plan.outcomes, queued.plan.max_delivery_sequence)
+
+    async def _write_queued(self) -> None:
+        """Write every queued batch in one transaction (then, after a failure, one by one)."""
+        self._writing = True
+        group, self._queued = self._queued, []
+        try:
+            if not group:
+                return
+            try:
+                plans = await self._run(lambda conn: _append_group(conn, group))
+            except Exception as exc:
+                if len(group) == 1:
+                    group[0].error = exc
+                else:
+                    await self._write_alone(group)
+                return
+            for queued, plan in zip(group, plans, strict=True):
+                queued.plan = plan
+            self._signal.advance(plans[-1].max_delivery_sequence)
+        finally:
+            # Interrupted (cancelled before the job started, or between the retries): what
+            # has no outcome was not written and waits for the next write.
+            self._queued[:0] = [q for q in group if q.plan is None and q.error is None]
+            self._writing = False
+            written, self._written = self._written, trio.Event()
+            written.set()
+
+    async def _write_alone(self, group: list[_QueuedAppend]) -> None:
+        for queued in group:
+            try:
+                (queued.plan,) = await self._run(partial(_append_group, group=[queued]))
+            except Exception as exc:
+                queued.error = exc
+            else:
+                self._signal.advance(queued.plan.max_delivery_sequence)
 
     async def max_delivery_sequence(self) -> int:
         return await self._run(_max_delivery_sequence)
@@ -361,14 +420,29 @@ class _SqliteReader:
         return [operation_from_row(row) for row in rows]
 
 
-def _append(
-    conn: sqlite3.Connection, ops: Sequence[Operation], admit: Admit | None, received_at: int
-) -> AppendPlan:
-    def work() -> AppendPlan:
-        plan = plan_append(_SqliteReader(conn), ops, admit)
-        if plan.applied:
-            _write_plan(conn, plan, received_at)
-        return plan
+@attrs.define(eq=False)
+class _QueuedAppend:
+    """One ``append_batch`` call waiting for (or in) a group commit."""
+
+    ops: tuple[Operation, ...]
+    admit: Admit | None
+    received_at: int
+    plan: AppendPlan | None = None
+    error: Exception | None = None
+
+
+def _append_group(conn: sqlite3.Connection, group: Sequence[_QueuedAppend]) -> list[AppendPlan]:
+    """Plan and write each batch in order, all in one transaction."""
+
+    def work() -> list[AppendPlan]:
+        reader = _SqliteReader(conn)
+        plans = []
+        for queued in group:
+            plan = plan_append(reader, queued.ops, queued.admit)
+            if plan.applied:
+                _write_plan(conn, plan, queued.received_at)
+            plans.append(plan)
+        return plans
 
     return _write_transaction(conn, work)
 
