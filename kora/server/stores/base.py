@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 
 The server keeps one append-only log of operations.  ``append_batch`` is the only write and
-runs as **one transaction** per client batch:
+stores a client batch **atomically**, in one transaction (which a store may share with other
+batches waiting at the same time, as SQLite's group commit does, with the same outcome as
+separate transactions in that order):
 
 1. operations whose id is already stored (or that appear twice in the batch) are
    *duplicates*: nothing is written and no delivery sequence is used;

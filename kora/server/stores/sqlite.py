@@ -13,8 +13,9 @@ fails, each batch is tried again alone, so one batch's failure is only its own.
 
 Durability: WAL with ``synchronous=FULL``.  The server acknowledges a batch only after its
 commit, and those acknowledgements are promises to other devices, so a commit must survive a
-power loss too, not only a crash of the process (reliability 2.2).  Group commit (one
-transaction per client batch) is what keeps FULL affordable.
+power loss too, not only a crash of the process (reliability 2.2).  One transaction per client
+batch, and several batches per transaction when they wait at the same time, is what keeps
+FULL affordable.
 
 The delivery sequence is kept in a one-row counter table updated in the append transaction;
 ``BEGIN IMMEDIATE`` takes the write lock first, so even several processes sharing the file
