@@ -215,13 +215,15 @@ class FaultProxy:
                         segment = segment[: self._reset_budget]
                         self._reset_budget -= len(segment)
                     if segment:
+                        # Counted before the send: a peer that has read the bytes always
+                        # finds them counted.
+                        self.stats.bytes_forwarded += len(segment)
+                        self.stats.segments_sent += 1
                         try:
                             await sink.send_all(segment)
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             link.cancel_scope.cancel()
                             return
-                        self.stats.bytes_forwarded += len(segment)
-                        self.stats.segments_sent += 1
                         if self.bandwidth:
                             await trio.sleep(len(segment) / self.bandwidth)
                     if self._reset_budget == 0:

@@ -300,7 +300,8 @@ async def test_row34_batch_over_the_message_cap_is_closed_1009_unread() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # whether the close frame shares hypercorn's read with the message's tail
+    # depends on TCP segmentation, so this sometimes passes
     reason="hypercorn 0.18 bug: after closing an oversized message with 1009 itself, its "
     "event loop stops at the error (break) and never handles the client's close frame that "
     "arrived in the same read, so the session and TCP connection linger until idle_timeout",
@@ -311,9 +312,10 @@ async def test_row34_oversized_message_ends_the_session_after_the_close_handshak
         async with raw_socket(env.server.port) as sock:
             await sock.upgrade(env.server.port)
             await sock.send(ws_frame(0x1, json_stringify(handshake("big")).encode()))
-            await sock.send(ws_frame(0x1, frame.encode()))
+            # The close frame right behind the message: it usually lands in the same read.
+            closing = ws_frame(0x8, (1000).to_bytes(2, "big"))
+            await sock.send(ws_frame(0x1, frame.encode()) + closing)
             assert await sock.close_code() == 1009
-            await sock.send(ws_frame(0x8, (1000).to_bytes(2, "big")))
             with trio.fail_after(2):
                 while await sock.stream.receive_some(65536):
                     pass

@@ -26,7 +26,7 @@ class SpinDetector(trio.abc.Instrument):
     task that never waits (a busy loop through checkpoints) freezes virtual time forever.
     """
 
-    def __init__(self, scope: trio.CancelScope, limit: int = 200_000) -> None:
+    def __init__(self, scope: trio.CancelScope, limit: int = 50_000) -> None:
         self.scope = scope
         self.limit = limit
         self.steps = 0
