@@ -240,10 +240,17 @@ class Store(abc.ABC):
         """How many local operations wait for the server's acknowledgment."""
 
     @abc.abstractmethod
-    async def acknowledge(self, op_ids: Iterable[str]) -> int:
+    async def acknowledge(self, op_ids: Iterable[str], *, power_safe: bool = True) -> int:
         """Remove acknowledged operations from the queue, durably, in one transaction.
 
         Call it only after the server acknowledged them.  Unknown ids are ignored.
+
+        Args:
+            op_ids: The acknowledged operations.
+            power_safe: False lets a durable store skip syncing this commit to the disk:
+                it survives a crash of the process, and a power loss only until the next
+                synced commit.  Safe for a dequeue: an operation that comes back into the
+                queue is sent again and the server drops the duplicate by id.
 
         Returns:
             How many queued operations were removed.

@@ -256,7 +256,7 @@ class MemoryStore(Store):
         await self._enter()
         return len(self._outbound)
 
-    async def acknowledge(self, op_ids: Iterable[str]) -> int:
+    async def acknowledge(self, op_ids: Iterable[str], *, power_safe: bool = True) -> int:
         await self._enter()
         removed = 0
         for op_id in dict.fromkeys(op_ids):

@@ -339,9 +339,11 @@ class SQLiteStore(Store):
         replica: Replica,
         physical_clock: Callable[[], int],
         indexes: set[str],
+        synchronous: Synchronous = "FULL",
     ) -> None:
         super().__init__()
         self._conn = conn
+        self._synchronous = synchronous
         self._replica = replica
         self._physical_clock = physical_clock
         self._limiter = trio.CapacityLimiter(1)
@@ -556,8 +558,10 @@ class SQLiteStore(Store):
 
         return await self._run(work)
 
-    async def acknowledge(self, op_ids: Iterable[str]) -> int:
+    async def acknowledge(self, op_ids: Iterable[str], *, power_safe: bool = True) -> int:
         ids = list(dict.fromkeys(op_ids))
+        if not ids:
+            return 0
 
         def work(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
@@ -567,7 +571,19 @@ class SQLiteStore(Store):
             )
             return conn.total_changes - before
 
-        return await self._transaction(work) if ids else 0
+        if power_safe or self._synchronous == "NORMAL":
+            return await self._transaction(work)
+
+        def unsynced(conn: sqlite3.Connection) -> int:
+            # In WAL mode a NORMAL commit is not synced; the next FULL commit syncs the WAL
+            # file, this commit's frames with it.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                return _in_transaction(conn, work)
+            finally:
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+
+        return await self._run(unsynced)
 
     async def reject(
         self, op_id: str, *, code: str, message: str, retriable: bool
@@ -781,7 +797,7 @@ async def open_sqlite_store(
     physical = CorrectedClock(clock_source)
     clock = HybridLogicalClock(stored_node, physical, last=last)
     replica = Replica(stored_node, clock, vv, physical=physical, schema_version=schema_version)
-    store = SQLiteStore(conn, replica, clock_source, indexes)
+    store = SQLiteStore(conn, replica, clock_source, indexes, synchronous)
     try:
         yield store
     finally:

@@ -403,6 +403,16 @@ async def test_apply_remote_stores_the_watermark_in_the_same_transaction(opener:
         assert (await b.apply_remote(ops)).duplicates == 1
 
 
+async def test_an_unsynced_acknowledgment_dequeues_all_the_same(opener: Opener) -> None:
+    async with opener() as store:
+        one = await store.write_local(insert({"n": 1}))
+        two = await store.write_local(insert({"n": 2}))
+        assert await store.acknowledge([one.id], power_safe=False) == 1
+        assert [op.id for op in await store.pending()] == [two.id]
+        await store.write_local(insert({"n": 3}))  # later commits are synced as before
+        assert await store.pending_count() == 2
+
+
 async def test_queue_listeners_hear_of_every_local_write_in_order(opener: Opener) -> None:
     heard: list[list[str]] = []
     async with opener() as a, opener() as b:

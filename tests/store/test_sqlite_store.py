@@ -202,3 +202,13 @@ async def test_concurrent_writers_are_serialized(tmp_path: Path) -> None:
         assert sorted(op.sequence_number for op in ops) == list(range(1, 101))
         assert await store.count("t") == 100
         assert store.statistics().tasks_waiting == 0
+
+
+async def test_an_unsynced_acknowledgment_keeps_the_synchronous_setting(tmp_path: Path) -> None:
+    async with open_sqlite_store(str(tmp_path / "s.db")) as store:
+        op = await store.write_local(LocalMutation.insert("todos", {"n": 1}))
+        await store.acknowledge([op.id], power_safe=False)
+        (level,) = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+        assert level == 2  # FULL again for every later commit
+    async with open_sqlite_store(str(tmp_path / "s.db")) as store:
+        assert await store.pending_count() == 0
