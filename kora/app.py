@@ -1298,11 +1298,7 @@ async def _attach_sync(app: App, options: SyncOptions) -> AsyncIterator[None]:
         raise TypeError(f"sync must be kora.SyncOptions or None, got {options!r}")
     async with open_sync(app._store, options, emit=app.events.emit) as engine:
         app.sync = engine
-        stop_counting = app.events.on("operation:created", lambda _: engine.note_local_operation())
-        try:
-            yield
-        finally:
-            stop_counting()
+        yield
 
 
 @asynccontextmanager

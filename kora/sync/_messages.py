@@ -84,7 +84,10 @@ class Streaming:
 
 @attrs.frozen
 class QueueChanged:
-    """The outbound queue changed (a local write, a rejection): re-read it."""
+    """The outbound queue changed: a local write (the queue actor learns of its operations
+    from the store's queue listener), or ``removed`` left it (a rejection)."""
+
+    removed: tuple[str, ...] = ()
 
 
 OutboundMessage: TypeAlias = Attached | Detached | BatchAcked | Streaming | QueueChanged

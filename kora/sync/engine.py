@@ -168,11 +168,12 @@ class SyncEngine:
             await ask(commands, make, timeout=COMMAND_TIMEOUT)
 
     def note_local_operation(self) -> None:
-        """Count one local operation just committed (called by the app on
-        ``operation:created``), so that ``pending_operations`` and ``status`` are current
-        at once rather than after the queue actor's next look at the store."""
+        """Kept for callers of earlier versions; nothing needs to call it.
+
+        The outbound queue actor hears of every committed local write from the store's
+        queue listener, so ``pending_operations`` and ``status`` are current at once.
+        """
         self._changed.set()
-        self._board.pending(self._board.snapshot.pending_operations + 1)
 
     # ------------------------------------------------------------------ status
 

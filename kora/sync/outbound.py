@@ -17,24 +17,33 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
 2. **Streaming.**  Then queued operations not yet sent on this connection, ``batch_size`` at
    a time, as ``{isFinal: true, batchIndex: 0}`` batches.
 3. **Window.**  Up to ``window`` batches await acknowledgment at once; acknowledgments come
-   in order (the session checks), each dequeues its batch durably and lets the next go.
+   in order (the session checks), each lets the next batch go at once, and its operations
+   are dequeued durably by a separate task, which takes every acknowledgment that came in
+   meanwhile in one transaction (so a burst costs a few commits, not one per batch).  An
+   operation acknowledged but not yet dequeued when the process dies is simply sent again
+   (the server drops duplicates by id); ``pending_operations`` counts it until it is gone.
 4. **Scope.**  Under a scope the server granted, operations outside it are not sent, in the
    delta or later (``kora.sync.scope``): a queued one is rejected locally with
    ``OUT_OF_SCOPE`` (``sync:operation-rejected``, ``local: True``), so it leaves the queue
    but stays visible in the store's rejected list; another node's operation that the delta
    would relay is just left out.
 
-Local writes wake it through a store change listener that sets a flag and posts a
-:class:`~kora.sync._messages.QueueChanged` with ``send_nowait``; when the mailbox is full the
-post is dropped, which is safe because the flag is read after every message.
+The actor keeps the queue in memory: it reads the store's queue when it starts and on every
+new connection (a clock rebase at the handshake may have re-stamped it), and learns of local
+writes from the store's queue listener (``Store.add_queue_listener``), so neither a local
+write nor an acknowledgment costs a read.  Local writes also wake it through a store change
+listener that sets a flag and posts a :class:`~kora.sync._messages.QueueChanged` with
+``send_nowait``; when the mailbox is full the post is dropped, which is safe because the flag
+is read after every message.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import attrs
@@ -156,20 +165,56 @@ class OutboundQueueActor:
         self._emit = emit
         self._changed = changed
         self._connection: _Connection | None = None
+        #: The store's queue minus what is being dequeued, by id, in queue order.
+        self._queue: dict[str, Operation] = {}
+        #: Acknowledged operations whose durable dequeue has not committed yet.
+        self._dequeuing: set[str] = set()
+        #: Acknowledged batches not yet handed to the dequeuing task: (batch id, op ids).
+        self._acked: list[tuple[str, tuple[str, ...]]] = []
+        self._acked_arrived = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._inbox, self._metrics:
+            stop_listening = self._store.add_queue_listener(self._queued)
             try:
-                await self._refresh_pending()
-                task_status.started()
-                async for message in self._inbox:
-                    await self._handle(message)
-                    if self._changed.take():
-                        await self._refresh_pending()
-                        await self._flush()
+                await self._reload()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._dequeue)
+                    task_status.started()
+                    async for message in self._inbox:
+                        await self._handle(message)
+                        if self._changed.take():
+                            self._refresh_pending()
+                            await self._flush()
+                    nursery.cancel_scope.cancel()
             finally:
+                stop_listening()
                 if self._connection is not None:
                     self._connection.frames.close()
+
+    # ---------------------------------------------------------------- the queue in memory
+
+    def _queued(self, operations: Sequence[Operation]) -> None:
+        """The store's queue listener: a local write committed (runs in the writing task)."""
+        queue = self._queue
+        last = next(reversed(queue.values()), None)
+        for op in operations:
+            queue[op.id] = op
+        if last is not None and operations[0].sequence_number < last.sequence_number:
+            # Two writers' notifications crossed: queue order is sequence order.
+            self._queue = dict(sorted(queue.items(), key=lambda item: item[1].sequence_number))
+        self._changed.set()
+        self._refresh_pending()
+
+    async def _reload(self) -> None:
+        """Read the queue from the store (at start, on a new connection, after rejections)."""
+        queued = await self._store.pending()
+        self._queue = {op.id: op for op in queued if op.id not in self._dequeuing}
+        self._refresh_pending()
+
+    def _forget(self, op_ids: Iterable[str]) -> None:
+        for op_id in op_ids:
+            self._queue.pop(op_id, None)
 
     async def _handle(self, message: OutboundMessage) -> None:
         if isinstance(message, Attached):
@@ -183,10 +228,11 @@ class OutboundQueueActor:
             await self._acknowledged(message)
         elif isinstance(message, Streaming):
             if self._current(message.link_id) is not None:
-                await self._refresh_pending()
+                self._refresh_pending()
                 self._board.streaming(time.time())
                 self._emit("sync:synced", {})
         elif isinstance(message, QueueChanged):
+            self._forget(message.removed)
             self._changed.set()
 
     def _current(self, link_id: int) -> _Connection | None:
@@ -202,6 +248,7 @@ class OutboundQueueActor:
             self._detach(self._connection.link.id)
         connection = _Connection(link, link.frames_out.sender(), scope)
         self._connection = connection
+        await self._reload()  # the handshake may have re-stamped it (clock rebase)
         delta = await self._delta(server_vector)
         if scope is not None:
             delta = await self._within_scope(delta, scope)
@@ -223,7 +270,7 @@ class OutboundQueueActor:
             if sequence > known:
                 for op in await self._store.operations_in_range(node_id, known + 1, sequence):
                     by_id[op.id] = op
-        for op in await self._store.pending():
+        for op in self._queue.values():
             by_id.setdefault(op.id, op)
         return causal_order(by_id.values())
 
@@ -242,13 +289,13 @@ class OutboundQueueActor:
             else:
                 outside.append(op)
         if outside:
-            queued = {op.id for op in await self._store.pending()}
             for op in outside:
-                if op.id in queued:
+                if op.id in self._queue:
                     await self._reject_out_of_scope(op)
+                    self._forget((op.id,))
                 else:
                     log.debug("left operation %s of another node out: outside the scope", op.id)
-            await self._refresh_pending()
+            self._refresh_pending()
         return kept
 
     async def _reject_out_of_scope(self, op: Operation) -> None:
@@ -292,12 +339,13 @@ class OutboundQueueActor:
                     total_batches=planned.total_batches,
                 )
                 continue
-            limit = len(connection.sent_ids) + self._batch_size
-            fresh = [
-                op
-                for op in await self._store.pending(limit=limit)
-                if op.id not in connection.sent_ids
-            ][: self._batch_size]
+            sent_ids = connection.sent_ids
+            fresh = list(
+                itertools.islice(
+                    (op for op in self._queue.values() if op.id not in sent_ids),
+                    self._batch_size,
+                )
+            )
             if not fresh:
                 return
             if connection.scope is not None:
@@ -350,16 +398,32 @@ class OutboundQueueActor:
         if sent is None:
             log.warning("acknowledgment of unknown batch %s", message.message_id)
             return
-        if sent.op_ids:
-            await self._store.acknowledge(sent.op_ids)
+        # Out of the view at once, so the next batch goes now; durably out in _dequeue.
+        self._forget(sent.op_ids)
+        self._dequeuing.update(sent.op_ids)
+        self._acked.append((message.message_id, sent.op_ids))
+        self._acked_arrived.set()
         connection.sent_ids.difference_update(sent.op_ids)
         await self._metrics.send(BatchRoundTrip(message.received_at - sent.sent_at, sent.size))
-        self._board.acknowledged(time.time())
-        self._emit(
-            "sync:acknowledged", {"batch_id": message.message_id, "operations": len(sent.op_ids)}
-        )
-        await self._refresh_pending()
         await self._flush()
 
-    async def _refresh_pending(self) -> None:
-        self._board.pending(await self._store.pending_count())
+    async def _dequeue(self) -> None:
+        """Dequeue acknowledged operations durably: everything acknowledged since the last
+        dequeue in one transaction.  Then count them as synced (``sync:acknowledged``)."""
+        while True:
+            await self._acked_arrived.wait()
+            self._acked_arrived = trio.Event()
+            batches, self._acked = self._acked, []
+            op_ids = [op_id for _, ids in batches for op_id in ids]
+            if op_ids:
+                # Not synced to the disk on its own (the next local write's commit does):
+                # an operation that a power loss puts back in the queue is sent again.
+                await self._store.acknowledge(op_ids, power_safe=False)
+            self._dequeuing.difference_update(op_ids)
+            self._board.acknowledged(time.time())
+            self._refresh_pending()
+            for batch_id, ids in batches:
+                self._emit("sync:acknowledged", {"batch_id": batch_id, "operations": len(ids)})
+
+    def _refresh_pending(self) -> None:
+        self._board.pending(len(self._queue) + len(self._dequeuing))

@@ -278,7 +278,7 @@ class ReceiverActor:
                 "local": False,
             },
         )
-        await self._outbound.send(QueueChanged())
+        await self._outbound.send(QueueChanged(removed=(message.operation_id,)))
 
     def _error(self, action: ErrorReceived) -> None:
         message = action.message

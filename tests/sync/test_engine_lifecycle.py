@@ -238,10 +238,10 @@ async def test_a_restarted_queue_actor_gets_a_fresh_connection(harness: HarnessF
         real_acknowledge = store.acknowledge
         failures = [RuntimeError("disk full")]
 
-        async def acknowledge_failing_once(op_ids: object) -> int:
+        async def acknowledge_failing_once(op_ids: object, **kwargs: bool) -> int:
             if failures:
                 raise failures.pop()
-            return await real_acknowledge(op_ids)  # type: ignore[arg-type]
+            return await real_acknowledge(op_ids, **kwargs)  # type: ignore[arg-type]
 
         store.acknowledge = acknowledge_failing_once  # type: ignore[method-assign]
         op = await h.write("survives")

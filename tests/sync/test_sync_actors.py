@@ -554,3 +554,84 @@ async def test_outbound_actor_sends_the_delta_and_dequeues_on_ack() -> None:
         ]
         assert events.count("sync:sent") == 2
         assert events.count("sync:acknowledged") == 2
+
+
+async def test_outbound_actor_keeps_the_queue_in_memory_and_dequeues_acks_together() -> None:
+    async with open_store(None) as store:
+        reads: list[str] = []
+        acknowledged: list[int] = []
+        pending, acknowledge = store.pending, store.acknowledge
+
+        async def counting_pending(limit: int | None = None) -> list[Operation]:
+            reads.append("pending")
+            return await pending(limit)
+
+        gate = trio.Event()  # holds the first dequeue, as a slow disk would
+
+        async def counting_acknowledge(op_ids: object, **kwargs: bool) -> int:
+            ids = list(op_ids)  # type: ignore[call-overload]
+            acknowledged.append(len(ids))
+            await gate.wait()
+            return await acknowledge(ids, **kwargs)
+
+        store.pending = counting_pending  # type: ignore[method-assign]
+        store.acknowledge = counting_acknowledge  # type: ignore[method-assign]
+        inbox_send, inbox = trio.open_memory_channel[OutboundMessage](32)
+        metrics_send, _metrics = trio.open_memory_channel[MetricMessage](64)
+        board = StatusBoard()
+        events: list[tuple[str, object]] = []
+        actor = OutboundQueueActor(
+            store=store,
+            batch_size=100,
+            inbox=inbox,
+            metrics=metrics_send,
+            board=board,
+            emit=lambda name, payload: events.append((name, dict(payload))),
+            changed=ChangeFlag(),
+        )
+        session = ClientSession(node_id=store.node_id, binary=False, window=4)
+        session.handshake(version_vector={})
+        session.receive_frame(response())
+        frames = Mailbox[Frame](16)
+        sent = frames.receiver()
+
+        def acked(batch: OperationBatch) -> BatchAcked:
+            ack = Acknowledgment(
+                message_id=f"a-{batch.message_id}",
+                acknowledged_message_id=batch.message_id,
+                last_sequence_number=0,
+            )
+            session.receive_frame(CODEC.encode(ack))  # as the receiver does
+            return BatchAcked(3, batch.message_id, trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            await inbox_send.send(Attached(Link(3, session, frames), VersionVector()))
+            delta = CODEC.decode(await sent.receive())
+            assert isinstance(delta, OperationBatch)
+            assert delta.operations == ()
+            await inbox_send.send(acked(delta))
+            written, batches = [], []
+            for n in range(4):
+                written.append(await insert(store, f"t{n}"))
+                assert board.snapshot.pending_operations == n + 1  # counted at the commit
+                await inbox_send.send(QueueChanged())
+                batches.append(CODEC.decode(await sent.receive()))
+            assert [op.id for b in batches for op in b.operations] == [op.id for op in written]  # type: ignore[union-attr]
+            # The other acknowledgments arrive while the first dequeue is in flight: the
+            # next batches go out meanwhile, and one more transaction dequeues all three.
+            for batch in batches:
+                assert isinstance(batch, OperationBatch)
+                await inbox_send.send(acked(batch))
+            await trio.testing.wait_all_tasks_blocked()
+            assert board.snapshot.pending_operations == 4  # not durably dequeued yet
+            assert len(await pending()) == 4
+            gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await pending() == []
+            assert board.snapshot.pending_operations == 0
+            nursery.cancel_scope.cancel()
+        assert reads == ["pending", "pending"]  # at start and at the attach, never per write
+        assert acknowledged == [1, 3]
+        acked = [p for name, p in events if name == "sync:acknowledged"]
+        assert [p["operations"] for p in acked] == [0, 1, 1, 1, 1]  # type: ignore[index]
