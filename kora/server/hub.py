@@ -178,7 +178,9 @@ class Hub:
     """
 
     def __init__(self, recent: RecentOperations | None = None) -> None:
-        self._subscriptions: set[Subscription] = set()
+        # A dict, not a set: sessions are woken in subscription order, so a run replays
+        # exactly (the simulation's seeds) instead of following memory addresses.
+        self._subscriptions: dict[Subscription, None] = {}
         self.max_delivery_sequence = 0
         self.recent = recent if recent is not None else RecentOperations()
 
@@ -186,11 +188,11 @@ class Hub:
     def subscribe(self) -> Iterator[Subscription]:
         """A subscription for the duration of the ``with`` block."""
         subscription = Subscription()
-        self._subscriptions.add(subscription)
+        self._subscriptions[subscription] = None
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            self._subscriptions.pop(subscription, None)
             subscription.close()
 
     def publish(
