@@ -154,7 +154,9 @@ class ReceiverActor:
         in_flight = self._link.session.in_flight
         if not in_flight or in_flight[0].message_id != self._watched:
             return
-        if trio.current_time() - self._watched_since >= self._ack_timeout:
+        # The same sum as _ack_deadline: a difference could round below the timeout at the
+        # deadline itself and never fire.
+        if trio.current_time() >= self._watched_since + self._ack_timeout:
             raise ConnectionEnded(
                 f"Timed out waiting for acknowledgment of outbound batch {self._watched}"
             )

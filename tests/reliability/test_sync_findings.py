@@ -1,14 +1,14 @@
-"""Sync-engine bugs found by the reliability batteries, reported to kora/sync's owner.
+"""Sync-engine bugs found by the reliability batteries, kept as regression tests.
 
-Each is an ``xfail(strict=True)`` test: it fails today for the reason given, and turns
-into an XPASS (a failure) once the bug is fixed, so that the marker gets removed.
+* The acknowledgment timeout compared ``now - watched_since >= ack_timeout`` at a deadline
+  computed as ``watched_since + ack_timeout``; float rounding could make that false at the
+  deadline (0.7 + 0.1 - 0.7 < 0.1) and the receiver then spun at that instant forever.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
 
@@ -49,14 +49,6 @@ def batches_vanish(frame: Any, direction: Direction) -> bool:
     return direction is Direction.OUTGOING and '"operation-batch"' in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kora/sync bug (ReceiverActor): it waits until watched_since + ack_timeout, then "
-    "checks now - watched_since >= ack_timeout; float rounding can make that false at the "
-    "deadline (0.7 + 0.1 - 0.7 < 0.1), and the actor then loops at that instant without "
-    "ever timing out: a livelock under MockClock, a busy spin in real time. Compare "
-    "now >= watched_since + ack_timeout instead.",
-)
 async def test_the_ack_timeout_fires_when_its_deadline_is_not_exact(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
