@@ -6,8 +6,10 @@ Scenarios (``--scenarios`` takes a comma-separated subset):
 * ``floors``: raw sqlite3 (durable commit, the rows of an initial sync) and a bare
   trio-websocket relay (latency, throughput, fan-out) in a child process;
 * ``latency``: A -> server -> B of one small update, p50/p99 over sequential updates;
-* ``throughput``: A writes 10,000 small updates as fast as it can, until B has them all
-  (also in app transactions of 100, and the server's peak RSS);
+* ``throughput``: A writes 10,000 small updates as fast as it can (app transactions of
+  1,000), until B has them all; also ``throughput_tx100`` and ``throughput_single`` (one
+  awaited durable write per update), the server's peak RSS, and the CPU per operation of
+  the server and of the clients with the rate that CPU alone would allow;
 * ``initial_sync``: a fresh client syncs 10,000 and 100,000 records from a pre-filled server;
 * ``fanout``: one write reaching 200 connected clients, p50/p99;
 * ``wire_bytes``: frame bytes per operation, JSON and kora-pb1;
@@ -38,7 +40,7 @@ from typing import Final
 import attrs
 import trio
 
-from bench.driver import floors, kora_stack, peer
+from bench.driver import cpu, floors, kora_stack, peer
 from bench.driver.procs import (
     Child,
     free_port,
@@ -64,7 +66,10 @@ class Sizes:
     latency_n: int = 500
     warmup: int = 20
     throughput_n: int = 10_000
-    per_tx: int = 100
+    #: The headline ``throughput`` row: app transactions of this many updates.
+    per_tx: int = 1000
+    #: Extra rows, after the peer's: ``throughput_tx<N>``, and ``throughput_single`` for 1.
+    per_tx_variants: tuple[int, ...] = (100, 1)
     init_sizes: tuple[int, ...] = (10_000, 100_000)
     init_repeats: tuple[int, ...] = (3, 1)
     fanout_clients: int = 200
@@ -79,7 +84,8 @@ QUICK: Final = Sizes(
     latency_n=10,
     warmup=2,
     throughput_n=40,
-    per_tx=0,  # no transaction variant: every app costs a 2 s close (see docs/performance.md)
+    per_tx=10,
+    per_tx_variants=(1,),
     init_sizes=(200,),
     init_repeats=(1,),
     fanout_clients=5,
@@ -166,13 +172,13 @@ async def run_latency(ctx: Context) -> None:
     s = ctx.sizes
 
     async def ours() -> None:
-        async with ctx.kora_server("latency") as (_, url):
-            await kora_stack.latency(ctx.report, url, ctx.directory, s.latency_n, s.warmup)
+        async with ctx.kora_server("latency") as (child, url):
+            await kora_stack.latency(ctx.report, child, url, ctx.directory, s.latency_n, s.warmup)
 
     async def theirs() -> None:
         async with ctx.peer_server() as child:
             await peer.latency_and_bytes(
-                ctx.report, child.ws_url, s.latency_n, s.warmup, emit_latency=True
+                ctx.report, child, child.ws_url, s.latency_n, s.warmup, emit_latency=True
             )
 
     await _guarded(ctx.report, "latency/kora", ours)
@@ -183,21 +189,24 @@ async def run_latency(ctx: Context) -> None:
 async def run_throughput(ctx: Context) -> None:
     s = ctx.sizes
 
-    async def ours(per_tx: int) -> None:
-        async with ctx.kora_server(f"throughput-{per_tx}") as (child, url):
+    async def ours(per_tx: int, scenario: str) -> None:
+        async with ctx.kora_server(scenario) as (child, url):
             await kora_stack.throughput(
-                ctx.report, child, url, ctx.directory, s.throughput_n, per_tx
+                ctx.report, child, url, ctx.directory, s.throughput_n, per_tx, scenario
             )
 
     async def theirs() -> None:
         async with ctx.peer_server() as child:
             await peer.throughput(ctx.report, child, child.ws_url, s.throughput_n)
 
-    await _guarded(ctx.report, "throughput/kora", lambda: ours(1))
-    if s.per_tx > 1:
-        await _guarded(ctx.report, f"throughput_tx{s.per_tx}/kora", lambda: ours(s.per_tx))
+    # The headline and the peer first, one after the other, so they share the machine's
+    # conditions as closely as a shared machine allows.
+    await _guarded(ctx.report, "throughput/kora", partial(ours, s.per_tx, "throughput"))
     if ctx.with_peer:
         await _guarded(ctx.report, "throughput/pycrdt", theirs)
+    for per_tx in s.per_tx_variants:
+        scenario = kora_stack.throughput_scenario(per_tx, s.per_tx)
+        await _guarded(ctx.report, f"{scenario}/kora", partial(ours, per_tx, scenario))
 
 
 async def run_initial_sync(ctx: Context) -> None:
@@ -234,12 +243,12 @@ async def run_fanout(ctx: Context) -> None:
     s = ctx.sizes
 
     async def ours() -> None:
-        async with ctx.kora_server("fanout") as (_, url):
-            await kora_stack.fanout(ctx.report, url, s.fanout_clients, s.fanout_writes)
+        async with ctx.kora_server("fanout") as (child, url):
+            await kora_stack.fanout(ctx.report, child, url, s.fanout_clients, s.fanout_writes)
 
     async def theirs() -> None:
         async with ctx.peer_server() as child:
-            await peer.fanout(ctx.report, child.ws_url, s.fanout_clients, s.fanout_writes)
+            await peer.fanout(ctx.report, child, child.ws_url, s.fanout_clients, s.fanout_writes)
 
     await _guarded(ctx.report, "fanout/kora", ours)
     if ctx.with_peer:
@@ -255,7 +264,9 @@ async def run_wire_bytes(ctx: Context) -> None:
 
     async def theirs() -> None:
         async with ctx.peer_server() as child:
-            await peer.latency_and_bytes(ctx.report, child.ws_url, s.wire_n, 3, emit_bytes=True)
+            await peer.latency_and_bytes(
+                ctx.report, child, child.ws_url, s.wire_n, 3, emit_bytes=True
+            )
 
     await _guarded(ctx.report, "wire_bytes/kora", ours)
     if ctx.with_peer:
@@ -315,8 +326,10 @@ def targets(sizes: Sizes) -> list[Target]:
             "throughput vs pycrdt",
             10.0,
             lambda r: r.ratio(("throughput", KORA, "ops_per_s"), ("throughput", PEER, "ops_per_s")),
-            "kora ops/s / pycrdt ops/s, one app write per update",
+            f"kora ops/s / pycrdt ops/s; kora: {sizes.throughput_n:,} updates in app "
+            f"transactions of {sizes.per_tx:,}, durable SQLite on server, A and B",
             higher_is_better=True,
+            context=throughput_context,
         ),
         Target(
             f"{largest} vs sqlite3 floor",
@@ -343,6 +356,25 @@ def targets(sizes: Sizes) -> list[Target]:
             "KiB",
         ),
     ]
+
+
+def throughput_context(report: Report) -> str | None:
+    """The headline throughput's figures and what bounds them: the CPU floor beside it."""
+    parts: list[str] = []
+    for system in (KORA, PEER):
+        value = report.get("throughput", system, "ops_per_s")
+        if value is not None:
+            parts.append(f"{system} {value:,.0f} ops/s")
+    floor = report.get("throughput", KORA, "cpu_floor_ops_per_s")
+    busiest = report.get("throughput", KORA, "busiest_process_ops_per_s")
+    busy = report.get("throughput", KORA, "cpu_busy_pct")
+    if floor is not None:
+        parts.append(f"kora's CPU floor {floor:,.0f} ops/s ({cpu.cores()} cores / CPU per op)")
+    if busiest is not None:
+        parts.append(f"one core per process {busiest:,.0f} ops/s")
+    if busy is not None:
+        parts.append(f"cores busy {busy:.0f}%")
+    return "; ".join(parts) or None
 
 
 # ---------------------------------------------------------------------------------- main

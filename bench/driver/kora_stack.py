@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 import kora
+from bench.driver.cpu import CpuMeter, emit_cpu
 from bench.driver.procs import Child, peak_rss_bytes, rss_bytes
 from bench.driver.report import KORA, Report, percentile
 from bench.driver.wire import (
@@ -75,7 +76,10 @@ class Received:
 # ----------------------------------------------------------------------------- latency
 
 
-async def latency(report: Report, url: str, directory: Path, count: int, warmup: int) -> None:
+async def latency(
+    report: Report, child: Child | None, url: str, directory: Path, count: int, warmup: int
+) -> None:
+    """Sequential updates A -> server -> B; also the CPU each update costs both sides."""
     async with (
         open_synced_app(url, directory / "lat-a.db") as a,
         open_synced_app(url, directory / "lat-b.db") as b,
@@ -85,29 +89,52 @@ async def latency(report: Report, url: str, directory: Path, count: int, warmup:
         record = await items.insert({"k": -1})
         await received.wait_total(1, 30)
         samples: list[float] = []
+        meter = CpuMeter(child)
         for index in range(warmup + count):
+            if index == warmup:
+                meter.start()
             start = time.perf_counter()
             before = received.total
             await items.update(record.id, {"k": index})
             await received.wait_total(before + 1, 10)
             if index >= warmup:
                 samples.append(time.perf_counter() - start)
+        spent = meter.stop()
     report.emit("latency", KORA, "p50_ms", 1000 * percentile(samples, 50), "ms")
     report.emit("latency", KORA, "p99_ms", 1000 * percentile(samples, 99), "ms")
+    emit_cpu(report, "latency", KORA, spent, count)
 
 
 # -------------------------------------------------------------------------- throughput
 
 
+def throughput_scenario(per_tx: int, headline: int) -> str:
+    """The row name of a throughput variant: ``throughput`` for the headline transaction size,
+    ``throughput_single`` for one app write per update, ``throughput_tx<N>`` otherwise."""
+    if per_tx == headline:
+        return "throughput"
+    return "throughput_single" if per_tx <= 1 else f"throughput_tx{per_tx}"
+
+
 async def throughput(
-    report: Report, child: Child | None, url: str, directory: Path, count: int, per_tx: int
+    report: Report,
+    child: Child | None,
+    url: str,
+    directory: Path,
+    count: int,
+    per_tx: int,
+    scenario: str,
 ) -> None:
     """A writes ``count`` small updates as fast as it can; seconds until B has them all.
 
-    ``per_tx == 1``: one app write (one durable commit) per update, as the issue asks.
-    ``per_tx > 1``: the same updates in app transactions of ``per_tx`` writes.
+    ``per_tx <= 1``: one awaited app write (one durable commit) per update.
+    ``per_tx > 1``: the same updates in app transactions (``async with app.transaction()``)
+    of ``per_tx`` writes, one durable commit each: the fastest durable way the app API
+    offers to write many updates.
+
+    The clock and the CPU meters start right before A's first write and stop when B's store
+    holds the last update.
     """
-    scenario = "throughput" if per_tx == 1 else f"throughput_tx{per_tx}"
     async with (
         open_synced_app(url, directory / f"{scenario}-a.db") as a,
         open_synced_app(url, directory / f"{scenario}-b.db") as b,
@@ -118,10 +145,12 @@ async def throughput(
         await received.wait_total(1, 30)
         base = received.total
         sampler = _PeakSampler(child)
+        meter = CpuMeter(child)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sampler.run)
+            meter.start()
             start = time.perf_counter()
-            if per_tx == 1:
+            if per_tx <= 1:
                 for index in range(count):
                     await items.update(record.id, {"k": index})
             else:
@@ -133,9 +162,11 @@ async def throughput(
             written = time.perf_counter() - start
             await received.wait_total(base + count, 600)
             elapsed = time.perf_counter() - start
+            spent = meter.stop()
             nursery.cancel_scope.cancel()
     report.emit(scenario, KORA, "ops_per_s", count / elapsed, "ops/s")
     report.emit(scenario, KORA, "local_writes_per_s", count / written, "ops/s")
+    emit_cpu(report, scenario, KORA, spent, count, floors=True)
     if sampler.peak is not None:
         report.emit(scenario, KORA, "server_peak_rss_mib", sampler.peak / 2**20, "MiB")
 
@@ -225,7 +256,9 @@ async def initial_sync(
 # ---------------------------------------------------------------------------- fan-out
 
 
-async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
+async def fanout(
+    report: Report, child: Child | None, url: str, receivers: int, writes: int
+) -> None:
     """One write of a wire client reaching ``receivers`` wire clients (JSON)."""
     arrived: dict[str, list[float]] = {}
 
@@ -236,8 +269,10 @@ async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
                 times.append(at)
 
     samples: list[float] = []
+    meter = CpuMeter(child)
     async with _many_clients(url, receivers, on_delivery), open_wire_client(url) as writer:
         factory = OperationFactory(writer.node_id)
+        meter.start()
         for index in range(writes):
             operation = factory.insert(f"fan-{index}", {"k": index})
             times: list[float] = []
@@ -249,8 +284,13 @@ async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
                     await trio.sleep(0.0005)
             samples.extend(t - start for t in times)
             await trio.sleep(0.02)
+        spent = meter.stop()
     report.emit("fanout", KORA, "p50_ms", 1000 * percentile(samples, 50), "ms")
     report.emit("fanout", KORA, "p99_ms", 1000 * percentile(samples, 99), "ms")
+    if spent.server is not None and writes:
+        # Everything the server did for one write: decode, append, relay to every receiver,
+        # and take each receiver's acknowledgment.
+        report.emit("fanout", KORA, "server_cpu_ms_per_write", 1000 * spent.server / writes, "ms")
 
 
 @asynccontextmanager

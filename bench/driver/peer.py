@@ -18,6 +18,7 @@ import trio
 import trio.lowlevel
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from bench.driver.cpu import CpuMeter, emit_cpu
 from bench.driver.procs import Child, peak_rss_bytes, rss_bytes
 from bench.driver.report import PEER, Report, percentile
 from bench.driver.wire import MAX_MESSAGE, Counters, frame_size
@@ -84,6 +85,7 @@ async def open_peer_doc(url: str, room: str) -> AsyncIterator[tuple[Any, Any, Co
 
 async def latency_and_bytes(
     report: Report,
+    child: Child | None,
     url: str,
     count: int,
     warmup: int,
@@ -106,7 +108,10 @@ async def latency_and_bytes(
         subscription = map_b.observe(observe)
         sent_before, received_before = (ca.sent_frames, ca.sent_bytes), cb.received_bytes
         samples: list[float] = []
+        meter = CpuMeter(child)
         for index in range(warmup + count):
+            if index == warmup:
+                meter.start()
             seen[0] = trio.Event()
             want[0] = float(index)
             start = time.perf_counter()
@@ -115,11 +120,13 @@ async def latency_and_bytes(
                 await seen[0].wait()
             if index >= warmup:
                 samples.append(time.perf_counter() - start)
+        spent = meter.stop()
         map_b.unobserve(subscription)
         updates = ca.sent_frames - sent_before[0]
         if emit_latency:
             report.emit("latency", PEER, "p50_ms", 1000 * percentile(samples, 50), "ms")
             report.emit("latency", PEER, "p99_ms", 1000 * percentile(samples, 99), "ms")
+            emit_cpu(report, "latency", PEER, spent, count)
         if emit_bytes:
             sent = (ca.sent_bytes - sent_before[1]) / updates
             received = (cb.received_bytes - received_before) / updates
@@ -143,6 +150,8 @@ async def throughput(report: Report, child: Child | None, url: str, count: int) 
                 done.set()
 
         map_b.observe(observe)
+        meter = CpuMeter(child)
+        meter.start()
         start = time.perf_counter()
         for index in range(count):
             map_a[f"t{index}"] = index
@@ -153,7 +162,9 @@ async def throughput(report: Report, child: Child | None, url: str, count: int) 
         with trio.fail_after(120):
             await done.wait()
         elapsed = time.perf_counter() - start
+        spent = meter.stop()
         report.emit("throughput", PEER, "ops_per_s", count / elapsed, "ops/s")
+        emit_cpu(report, "throughput", PEER, spent, count, floors=True)
         if child is not None:
             peak = peak_rss_bytes(child.pid)
             if peak is not None:
@@ -182,7 +193,9 @@ async def initial_sync(report: Report, url: str, size: int, repeats: int) -> Non
     report.emit(f"initial_sync_{size}", PEER, "synced_s", times[len(times) // 2], "s")
 
 
-async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
+async def fanout(
+    report: Report, child: Child | None, url: str, receivers: int, writes: int
+) -> None:
     samples: list[float] = []
     arrived: list[float] = []
     want: list[int] = [-1]
@@ -197,6 +210,8 @@ async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
         open_peer_doc(url, "/fanout") as (_, map_a, _ca),
     ):
         await trio.sleep(0.2)
+        meter = CpuMeter(child)
+        meter.start()
         for index in range(writes):
             arrived.clear()
             want[0] = index
@@ -207,8 +222,11 @@ async def fanout(report: Report, url: str, receivers: int, writes: int) -> None:
                     await trio.sleep(0.0005)
             samples.extend(t - start for t in arrived)
             await trio.sleep(0.02)
+        spent = meter.stop()
     report.emit("fanout", PEER, "p50_ms", 1000 * percentile(samples, 50), "ms")
     report.emit("fanout", PEER, "p99_ms", 1000 * percentile(samples, 99), "ms")
+    if spent.server is not None and writes:
+        report.emit("fanout", PEER, "server_cpu_ms_per_write", 1000 * spent.server / writes, "ms")
 
 
 @asynccontextmanager

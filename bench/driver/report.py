@@ -45,7 +45,8 @@ class Target:
     ``higher_is_better``) passes.
 
     ``value`` returns None when a figure it needs was not measured (printed as N/A: a
-    missing figure is never a pass).
+    missing figure is never a pass).  ``context`` adds measured figures to the verdict's
+    line, whatever the verdict.
     """
 
     name: str
@@ -53,6 +54,8 @@ class Target:
     value: Callable[[Report], float | None]
     explain: str
     higher_is_better: bool = False
+    #: Figures printed beside the verdict (what bounds it), None when there are none.
+    context: Callable[[Report], str | None] | None = None
 
 
 class Report:
@@ -109,8 +112,10 @@ class Report:
         out: list[tuple[str, str]] = []
         for target in targets:
             value = target.value(self)
+            context = None if target.context is None else target.context(self)
+            beside = "" if context is None else f" [{context}]"
             if value is None or math.isnan(value):
-                out.append(("N/A", f"{target.name}: not measured ({target.explain})"))
+                out.append(("N/A", f"{target.name}: not measured ({target.explain}){beside}"))
                 continue
             if target.higher_is_better:
                 verdict, bound = ("PASS" if value >= target.limit else "FAIL"), ">="
@@ -119,7 +124,8 @@ class Report:
             out.append(
                 (
                     verdict,
-                    f"{target.name}: {value:.3g} (want {bound} {target.limit:g}; {target.explain})",
+                    f"{target.name}: {value:.3g} (want {bound} {target.limit:g}; "
+                    f"{target.explain}){beside}",
                 )
             )
         return out
