@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import QUICK, main
+from bench.__main__ import QUICK, main, throughput_context
 from bench.driver import peer
+from bench.driver.cpu import CpuSpent, cores, emit_cpu
+from bench.driver.kora_stack import throughput_scenario
 from bench.driver.report import FLOOR, KORA, PEER, Report, Target, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +45,14 @@ def _notes(output: str) -> list[str]:
 
 def _measured(rows: list[dict[str, object]], system: str) -> set[str]:
     return {str(row["scenario"]) for row in rows if row["system"] == system}
+
+
+def _metrics(rows: list[dict[str, object]], scenario: str, system: str) -> set[str]:
+    return {
+        str(row["metric"])
+        for row in rows
+        if row["scenario"] == scenario and row["system"] == system
+    }
 
 
 # ------------------------------------------------------------------------ report pieces
@@ -88,14 +98,71 @@ def test_verdicts_pass_fail_and_missing() -> None:
     assert [v for v, _ in report.verdicts(targets)] == ["FAIL", "PASS", "N/A"]
 
 
+def test_verdict_prints_its_context_whatever_the_verdict() -> None:
+    report = Report(out=io.StringIO())
+    report.emit("throughput", KORA, "ops_per_s", 9000.0, "ops/s")
+    report.emit("throughput", KORA, "cpu_floor_ops_per_s", 12000.0, "ops/s")
+    ratio = Target(
+        "throughput vs pycrdt",
+        10.0,
+        lambda r: r.ratio(("throughput", KORA, "ops_per_s"), ("throughput", PEER, "ops_per_s")),
+        "x",
+        higher_is_better=True,
+        context=throughput_context,
+    )
+    [(verdict, text)] = report.verdicts([ratio])
+    assert verdict == "N/A"  # no peer figure: never a pass
+    assert "kora 9,000 ops/s" in text
+    assert "CPU floor 12,000 ops/s" in text
+    report.emit("throughput", PEER, "ops_per_s", 3000.0, "ops/s")
+    [(verdict, text)] = report.verdicts([ratio])
+    assert verdict == "FAIL"
+    assert "pycrdt 3,000 ops/s" in text
+    assert "CPU floor 12,000 ops/s" in text
+
+
+def test_cpu_rows_per_op_and_floors() -> None:
+    report = Report(out=io.StringIO())
+    spent = CpuSpent(server=0.5, clients=1.5, wall=2.0)
+    emit_cpu(report, "throughput", KORA, spent, 1000, floors=True)
+    assert report.get("throughput", KORA, "server_cpu_us_per_op") == 500.0
+    assert report.get("throughput", KORA, "clients_cpu_us_per_op") == 1500.0
+    # every core busy for 2 s of CPU per 1,000 ops; one core per process: the clients bound
+    assert report.get("throughput", KORA, "cpu_floor_ops_per_s") == cores() * 500.0
+    assert report.get("throughput", KORA, "busiest_process_ops_per_s") == pytest.approx(666.6667)
+    assert report.get("throughput", KORA, "cpu_busy_pct") == pytest.approx(100 / cores())
+
+
+def test_cpu_rows_without_our_server_have_no_floor() -> None:
+    report = Report(out=io.StringIO())
+    emit_cpu(report, "latency", KORA, CpuSpent(None, 0.2, 1.0), 100, floors=True)
+    assert [row.metric for row in report.rows] == ["clients_cpu_us_per_op"]
+
+
+def test_throughput_rows_are_named_by_transaction_size() -> None:
+    assert throughput_scenario(1000, 1000) == "throughput"
+    assert throughput_scenario(1, 1000) == "throughput_single"
+    assert throughput_scenario(100, 1000) == "throughput_tx100"
+
+
 # --------------------------------------------------------------------------- whole runs
 
 
 def test_quick_run_with_own_servers(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--quick", "--scenarios", "floors,latency,memory"]) == 0
+    assert main(["--quick", "--scenarios", "floors,latency,throughput,memory"]) == 0
     output = capsys.readouterr().out
     rows = _rows(output)
-    assert {"latency", "memory"} <= _measured(rows, KORA)
+    assert {"latency", "memory", "throughput", "throughput_single"} <= _measured(rows, KORA)
+    assert {"server_cpu_us_per_op", "clients_cpu_us_per_op"} <= _metrics(rows, "latency", KORA)
+    assert {
+        "ops_per_s",
+        "local_writes_per_s",
+        "server_cpu_us_per_op",
+        "clients_cpu_us_per_op",
+        "cpu_floor_ops_per_s",
+        "busiest_process_ops_per_s",
+        "cpu_busy_pct",
+    } <= _metrics(rows, "throughput", KORA)
     assert {"latency", "floor_sqlite"} <= _measured(rows, FLOOR)
     if peer.available():
         assert {"latency", "memory"} <= _measured(rows, PEER)
@@ -138,6 +205,10 @@ def test_quick_run_against_server_url(kora_server: str, capsys: pytest.CaptureFi
     initial = f"initial_sync_{QUICK.init_sizes[0]}"
     assert _measured(rows, KORA) >= {"throughput", initial, "fanout", "wire_bytes"}
     assert _measured(rows, PEER) == set()
+    # The server is not ours: only the clients' CPU, no floor derived from it.
+    throughput = _metrics(rows, "throughput", KORA)
+    assert "clients_cpu_us_per_op" in throughput
+    assert not {"server_cpu_us_per_op", "cpu_floor_ops_per_s"} & throughput
     notes = _notes(output)
     assert any("memory: skipped for --server-url" in n for n in notes)
     assert not [n for n in notes if "failed" in n]
