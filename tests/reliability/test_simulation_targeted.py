@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
 
+import attrs
 import trio
 import trio.testing
 
 import kora
+from kora.core.operation import Operation, OpType
 from kora.server import MemoryServerStore
-from kora.testing import ChaosConfig, Direction, open_loop_server, open_test_app, wait_converged
-from kora.testing.replicas import app_store, server_operations, store_operations
+from kora.store import Store
+from kora.store.memory import open_memory_store
+from kora.store.sqlite import open_sqlite_store
+from kora.store.values import LocalMutation
+from kora.sync import SyncOptions, open_sync
+from kora.sync.engine import SyncEngine
+from kora.sync.transport import Frame, Transport, TransportFactory
+from kora.testing import (
+    ChaosConfig,
+    Direction,
+    LoopServer,
+    NetworkLink,
+    chaos_transport,
+    loop_clock_ms,
+    open_loop_server,
+    open_test_app,
+    partition,
+    wait_converged,
+)
+from kora.testing.replicas import (
+    Dump,
+    app_store,
+    canonical_dump,
+    digest,
+    server_dump,
+    server_operations,
+    store_dump,
+    store_operations,
+)
 
 SCHEMA = kora.define_schema(
     version=1, collections={"counters": {"name": kora.string(), "n": kora.integer(default=0)}}
@@ -76,3 +111,428 @@ async def test_simulation_targeted_concurrent_increments_add_up(
             await wait_converged(a, b, c)
         for app in (a, b, c):
             assert (await app.counters.get(record.id)).fields["n"] == 10  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- harness of the cases below
+#
+# The cases below need what ``open_test_app`` does not give: a chosen node id (the tie-break
+# of equal clocks is by node id), a physical clock the test moves (a jump back), a store
+# reopened from its SQLite file (a restart), and the whole log to compare.  So each node is
+# a store (``MemoryStore``, or ``SQLiteStore`` on a file) with its own engine
+# (``kora.sync.open_sync``) over a ``NetworkLink`` to a ``LoopServer`` on a
+# ``MemoryServerStore``, in the test's trio loop, all on the virtual clock.
+
+COLLECTION: Final = "todos"
+FAST: Final[dict[str, Any]] = {
+    "reconnect_interval": 0.1,
+    "max_reconnect_interval": 1.0,
+    "ack_timeout": 5.0,
+    "connect_timeout": 5.0,
+}
+
+
+class Clock:
+    """A node's physical clock: the loop's virtual time plus an offset the test moves."""
+
+    def __init__(self, offset_ms: int = 0, *, frozen_at: int | None = None) -> None:
+        self.offset_ms = offset_ms
+        self.frozen_at = frozen_at
+
+    def __call__(self) -> int:
+        if self.frozen_at is not None:
+            return self.frozen_at
+        return loop_clock_ms() + self.offset_ms
+
+
+def frame_json(frame: Frame) -> dict[str, Any]:
+    """A JSON frame as a dict (``{}`` for a binary frame)."""
+    return json.loads(frame) if isinstance(frame, str) else {}
+
+
+def batch_sequences(frame: Frame, node_id: str) -> list[int]:
+    """The sequence numbers of ``node_id``'s operations in an ``operation-batch`` frame."""
+    message = frame_json(frame)
+    if message.get("type") != "operation-batch":
+        return []
+    return [op["sequenceNumber"] for op in message.get("operations", ()) if op["nodeId"] == node_id]
+
+
+@attrs.define
+class Node:
+    """One client replica and what the test saw of it."""
+
+    store: Store
+    link: NetworkLink
+    clock: Clock
+    written: list[Operation] = attrs.field(factory=list)
+    events: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
+    engine: SyncEngine | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.store.node_id
+
+    def count(self, name: str) -> int:
+        return sum(1 for event, _ in self.events if event == name)
+
+    async def write(self, *mutations: LocalMutation) -> list[Operation]:
+        """Write locally (one transaction), checking that every stamp is after the last (I7)."""
+        before = await self.store.last_timestamp()
+        ops = await self.store.write_local_many(list(mutations))
+        stamps = [before, *(op.timestamp for op in ops)] if before else [op.timestamp for op in ops]
+        for earlier, later in itertools.pairwise(stamps):
+            assert earlier is not None
+            assert later.sort_key() > earlier.sort_key(), f"I7: {later} after {earlier}"
+        self.written.extend(ops)
+        return ops
+
+    async def insert(self, record_id: str, data: dict[str, Any]) -> Operation:
+        (op,) = await self.write(LocalMutation.insert(COLLECTION, data, record_id=record_id))
+        return op
+
+    async def update(self, record_id: str, data: dict[str, Any]) -> Operation:
+        (op,) = await self.write(LocalMutation.update(COLLECTION, record_id, data))
+        return op
+
+    async def delete(self, record_id: str) -> Operation:
+        (op,) = await self.write(LocalMutation.delete(COLLECTION, record_id))
+        return op
+
+    async def record(self, record_id: str) -> Any:
+        return await self.store.get(COLLECTION, record_id, include_deleted=True)
+
+
+@asynccontextmanager
+async def open_store_at(node_id: str, clock: Clock, path: Path | None) -> AsyncIterator[Store]:
+    if path is None:
+        async with open_memory_store(node_id=node_id, physical_clock=clock) as memory:
+            yield memory
+    else:
+        async with open_sqlite_store(str(path), node_id=node_id, physical_clock=clock) as sqlite:
+            yield sqlite
+
+
+@asynccontextmanager
+async def open_node(
+    server: LoopServer,
+    node_id: str,
+    *,
+    clock: Clock | None = None,
+    path: Path | None = None,
+    chaos: ChaosConfig | None = None,
+    wrap: Callable[[TransportFactory], TransportFactory] | None = None,
+    connect: bool = True,
+    written: list[Operation] | None = None,
+    **options: Any,
+) -> AsyncIterator[Node]:
+    """A node syncing with ``server`` for the block (its engine stops when the block ends).
+
+    ``wrap`` puts a transport wrapper between the chaos and the network link; ``written``
+    carries the log of a previous incarnation of the same node (a restart).
+    """
+    clock = clock or Clock()
+    inner: TransportFactory = server.connect
+    if chaos is not None:
+        inner = chaos_transport(inner, chaos, seed=0)
+    if wrap is not None:
+        inner = wrap(inner)
+    link = NetworkLink(inner)
+    async with open_store_at(node_id, clock, path) as store:
+        node = Node(store, link, clock, written if written is not None else [])
+
+        def emit(name: str, payload: Any) -> None:
+            node.events.append((name, dict(payload)))
+
+        sync_options = SyncOptions(url="memory://", transport=link, **{**FAST, **options})
+        async with open_sync(store, sync_options, emit=emit) as engine:
+            node.engine = engine
+            if connect:
+                await engine.connect()
+            yield node
+            node.engine = None
+
+
+def lww_oracle(ops: Iterable[Operation]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Record states folded from a log as the spec words it (3.3, 3.7), written
+    independently of ``kora.merge``: HLC order (wall time, counter, node id); an insert
+    sets the record, an update sets its fields (last writer wins per field), a delete
+    tombstones and keeps the fields, a later insert or update un-deletes.  (No atomic
+    operations in these cases.)"""
+    by_record: dict[tuple[str, str], list[Operation]] = defaultdict(list)
+    for op in ops:
+        by_record[(op.collection, op.record_id)].append(op)
+    states = {}
+    for key, record_ops in by_record.items():
+        fields: dict[str, Any] = {}
+        deleted = False
+        for op in sorted(
+            record_ops,
+            key=lambda o: (o.timestamp.wall_time, o.timestamp.logical, o.timestamp.node_id),
+        ):
+            assert not op.atomic_ops, "the oracle folds plain writes only"
+            if op.type is OpType.DELETE:
+                deleted = True
+            elif op.type is OpType.INSERT:
+                fields, deleted = dict(op.data or {}), False
+            else:
+                fields.update(op.data or {})
+                deleted = False
+        states[key] = {"fields": fields, "deleted": deleted}
+    return states
+
+
+async def replicas_agree(server: LoopServer, nodes: Sequence[Node]) -> bool:
+    for node in nodes:
+        if await node.store.pending_count():
+            return False
+    server_vector = (await server.store.version_vector()).to_wire()
+    for node in nodes:
+        if (await node.store.version_vector()).to_wire() != server_vector:
+            return False
+    expected = await server_dump(server.store, [COLLECTION])
+    for node in nodes:
+        if await store_dump(node.store, [COLLECTION]) != expected:
+            return False
+    return True
+
+
+async def converge(server: LoopServer, *nodes: Node, within: float = 60.0) -> Dump:
+    """Wait until the replicas quiesce (I8: within ``within`` virtual seconds), then check
+    I1-I7 of reliability.md B1 (the LWW oracle over the union log included); the dump."""
+    with trio.fail_after(within):
+        while not await replicas_agree(server, nodes):
+            await trio.sleep(0.05)
+    server_log = await server_operations(server.store)
+    server_ids = [op.id for op in server_log]
+    assert len(server_ids) == len(set(server_ids)), "I3: the server log holds an id twice"
+    written = {op.id for node in nodes for op in node.written}
+    assert set(server_ids) - written == set(), "I2: unexpected operations on the server"
+    assert written - set(server_ids) == set(), "I2: locally committed operations were lost"
+    server_vector = (await server.store.version_vector()).to_wire()
+    per_node: dict[str, list[Operation]] = defaultdict(list)
+    for op in server_log:
+        per_node[op.node_id].append(op)
+    for node_id, ops in per_node.items():
+        ops.sort(key=lambda o: o.sequence_number)
+        assert [o.sequence_number for o in ops] == list(range(1, len(ops) + 1)), (
+            f"I4: {node_id}'s log on the server is not contiguous"
+        )
+        assert server_vector[node_id] == len(ops), f"I4: the server's vector is off for {node_id}"
+        for earlier, later in itertools.pairwise(ops):
+            assert later.timestamp.sort_key() > earlier.timestamp.sort_key(), (
+                f"I7: {node_id}'s timestamps do not increase"
+            )
+    expected = await server_dump(server.store, [COLLECTION])
+    for node in nodes:
+        ops = await store_operations(node.store)
+        ids = [op.id for op in ops]
+        assert len(ids) == len(set(ids)), f"I3: {node.node_id} holds an id twice"
+        assert set(ids) == set(server_ids), f"I2: {node.node_id}'s op set differs"
+        assert (await node.store.version_vector()).to_wire() == server_vector, "I4"
+        dump = await store_dump(node.store, [COLLECTION])
+        assert canonical_dump(dump) == canonical_dump(expected), f"I1: {node.node_id} differs"
+        assert digest(dump) == digest(expected)
+        assert await node.store.pending_count() == 0, "I6: operations left in the queue"
+        assert await node.store.rejected_operations() == [], "I6: rejected operations"
+        assert not [e for e in node.events if e[0] == "sync:apply-failed"], "apply failures"
+    for (collection, record_id), state in lww_oracle(server_log).items():
+        got = expected[collection][record_id]
+        assert {"fields": got["fields"], "deleted": got["deleted"]} == state, (
+            f"I5: {collection}/{record_id} is {got}, the oracle says {state}"
+        )
+    return expected
+
+
+@asynccontextmanager
+async def loop_system(**server_options: Any) -> AsyncIterator[LoopServer]:
+    """A loop server on a memory store, on the virtual wall clock the nodes share."""
+    async with (
+        MemoryServerStore() as store,
+        open_loop_server(store, clock_ms=loop_clock_ms, **server_options) as server,
+    ):
+        yield server
+
+
+# ---------------------------------------------------------------- transport wrappers
+
+
+class _Tapped:
+    """A connection that sends some frames twice and records every frame it receives."""
+
+    def __init__(self, inner: Transport, tap: Tap) -> None:
+        self._inner = inner
+        self._tap = tap
+
+    async def send(self, frame: Frame) -> None:
+        await self._inner.send(frame)
+        if self._tap.duplicate(frame):
+            self._tap.duplicated.append(frame)
+            await self._inner.send(frame)
+
+    async def receive(self) -> Frame:
+        frame = await self._inner.receive()
+        self._tap.received.append(frame_json(frame))
+        return frame
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@attrs.define
+class Tap:
+    """Wraps a transport factory: ``duplicate(frame)`` true sends that frame twice."""
+
+    duplicate: Callable[[Frame], bool]
+    duplicated: list[Frame] = attrs.field(factory=list)
+    received: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def __call__(self, inner: TransportFactory) -> TransportFactory:
+        @asynccontextmanager
+        async def connect() -> AsyncIterator[Transport]:
+            async with inner() as transport:
+                yield _Tapped(transport, self)
+
+        return connect
+
+
+class _GhostEnd:
+    def __init__(self, inner: Transport, ghosts: HalfOpen) -> None:
+        self._inner = inner
+        self._ghosts = ghosts
+
+    async def send(self, frame: Frame) -> None:
+        await self._inner.send(frame)
+
+    async def receive(self) -> Frame:
+        return await self._inner.receive()
+
+    async def aclose(self) -> None:
+        if self._ghosts.half_open:
+            await trio.lowlevel.checkpoint()  # the close never reaches the server
+        else:
+            await self._inner.aclose()
+
+
+class HalfOpen:
+    """Wraps a transport factory: while ``half_open`` is set, a connection the client
+    drops stays open on the server's side (a half-open TCP connection: the device moved
+    on, the server still holds its session) until ``release``."""
+
+    def __init__(self) -> None:
+        self.half_open = False
+        self._held: list[AsyncExitStack] = []
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def __call__(self, inner: TransportFactory) -> TransportFactory:
+        @asynccontextmanager
+        async def connect() -> AsyncIterator[Transport]:
+            stack = AsyncExitStack()
+            transport = await stack.enter_async_context(inner())
+            try:
+                yield _GhostEnd(transport, self)
+            finally:
+                if self.half_open:
+                    self._held.append(stack)
+                else:
+                    await stack.aclose()
+
+        return connect
+
+    async def release(self) -> None:
+        self.half_open = False
+        held, self._held = self._held, []
+        for stack in held:
+            await stack.aclose()
+
+
+def applied_sequences(node: Node, origin: str) -> list[int]:
+    """``origin``'s sequence numbers in the order ``node`` applied them (sync:received)."""
+    return [
+        op.sequence_number
+        for name, payload in node.events
+        if name == "sync:received"
+        for op in payload["operations"]
+        if op.node_id == origin
+    ]
+
+
+def inserts(first: int, last: int) -> list[LocalMutation]:
+    return [
+        LocalMutation.insert(COLLECTION, {"title": f"t{i}", "n": i}, record_id=f"r{i}")
+        for i in range(first, last + 1)
+    ]
+
+
+# ---------------------------------------------------------------- duplicate the handshake
+
+
+async def test_simulation_targeted_duplicate_the_handshake_on_one_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "duplicate the handshake": the network delivers the client's first
+    handshake frame twice on one connection.  The server answers the second with a
+    non-fatal ``error DUPLICATE_HANDSHAKE`` (spec 8.3) and keeps the session; whatever the
+    client makes of it, every write reaches every replica exactly once (I1-I7), in at most
+    one more connection."""
+    tap = Tap(lambda frame: frame_json(frame).get("type") == "handshake" and not tap.duplicated)
+    async with (
+        loop_system() as server,
+        open_node(server, "node-a", wrap=tap, connect=False) as a,
+        open_node(server, "node-b") as b,
+    ):
+        await a.write(*inserts(1, 5))
+        await b.write(*inserts(6, 8))
+        assert a.engine is not None
+        await a.engine.connect()
+        await converge(server, a, b)
+        await a.update("r6", {"title": "from a"})
+        await b.update("r1", {"title": "from b"})
+        dump = await converge(server, a, b)
+    assert len(tap.duplicated) == 1
+    errors = [m for m in tap.received if m.get("type") == "error"]
+    assert [e["code"] for e in errors] == ["DUPLICATE_HANDSHAKE"]
+    assert a.count("sync:connected") <= 2
+    assert dump[COLLECTION]["r6"]["fields"]["title"] == "from a"
+    assert dump[COLLECTION]["r1"]["fields"]["title"] == "from b"
+
+
+async def test_simulation_targeted_duplicate_the_handshake_same_node_reconnects_mid_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "duplicate the handshake", across connections: the client loses its
+    connection but the server never notices (half-open), and the client reconnects with
+    the same node id while its first session is still open on the server.  Both sessions
+    of node-a live side by side; node-a's writes before, during and after must still reach
+    every replica exactly once, node-b's writes must reach node-a over the new session, and
+    closing the ghost session at last changes nothing."""
+    ghosts = HalfOpen()
+    async with (
+        loop_system() as server,
+        open_node(server, "node-a", wrap=ghosts) as a,
+        open_node(server, "node-b") as b,
+    ):
+        await a.write(*inserts(1, 3))
+        await converge(server, a, b)
+        ghosts.half_open = True
+        with partition(a.link):
+            await a.write(*inserts(4, 6))  # offline: queued
+        # The engine reconnects by itself; the server now has two sessions of node-a.
+        with trio.fail_after(30):
+            while a.count("sync:connected") < 2:
+                await trio.sleep(0.05)
+        assert ghosts.held == 1
+        assert server.context.sessions.count("memory") == 3  # the ghost, node-a again, node-b
+        await b.write(*inserts(7, 9))
+        await converge(server, a, b)
+        await a.update("r7", {"title": "a on b's"})
+        await b.update("r4", {"title": "b on a's offline one"})
+        await converge(server, a, b)
+        await ghosts.release()
+        await a.update("r1", {"title": "after the ghost"})
+        dump = await converge(server, a, b)
+    assert dump[COLLECTION]["r7"]["fields"]["title"] == "a on b's"
+    assert dump[COLLECTION]["r4"]["fields"]["title"] == "b on a's offline one"
+    assert dump[COLLECTION]["r1"]["fields"]["title"] == "after the ghost"
