@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
@@ -536,3 +537,235 @@ async def test_simulation_targeted_duplicate_the_handshake_same_node_reconnects_
     assert dump[COLLECTION]["r7"]["fields"]["title"] == "a on b's"
     assert dump[COLLECTION]["r4"]["fields"]["title"] == "b on a's offline one"
     assert dump[COLLECTION]["r1"]["fields"]["title"] == "after the ghost"
+
+
+# ---------------------------------------------------------------- a VV gap
+
+
+async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_delivery(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "drop one op in the middle (a VV gap)", server to client: node-b
+    receives node-a's ops 1..10, the batch of 11..19 is dropped, 20..30 arrive, and 11..19
+    only later (the server's redelivery).  node-b must not apply 20..30 over the gap (it
+    ignores a batch whose base is above its watermark, spec 4.4), so its version vector
+    never passes the gap, and it ends converged with each op once."""
+    frames: list[list[int]] = []
+
+    def drop_11_to_19(frame: Frame, direction: Direction) -> bool:
+        sequences = batch_sequences(frame, "node-a") if direction is Direction.INCOMING else []
+        if sequences:
+            frames.append(sequences)
+            return sequences[0] == 11 and frames.count(sequences) == 1
+        return False
+
+    async with (
+        loop_system() as server,
+        open_node(server, "node-a") as a,
+        open_node(server, "node-b", chaos=ChaosConfig(drop_predicate=drop_11_to_19)) as b,
+    ):
+        await a.write(*inserts(1, 10))
+        await converge(server, a, b)
+        await a.write(*inserts(11, 19))
+        with trio.fail_after(10):
+            while [11, *range(12, 20)] not in frames:
+                await trio.sleep(0.01)
+        await a.write(*inserts(20, 30))
+        await converge(server, a, b)
+    assert frames[:3] == [list(range(1, 11)), list(range(11, 20)), list(range(20, 31))]
+    assert list(range(11, 31)) in frames[3:]  # redelivered from the acknowledged position
+    assert applied_sequences(b, "node-a") == list(range(1, 31))  # never past the gap
+
+
+async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "drop one op in the middle (a VV gap)", client to server: node-a comes
+    online with 30 queued ops in three batches (up to 4 in flight) and the batch of 11..20
+    is dropped.  The server stores 1..10 and 21..30 first; node-a gets no acknowledgment
+    for the dropped batch (the next one's is out of order), times out, reconnects and sends
+    its queue again; the server stores 11..20 once and drops the duplicates.  Everything
+    converges (I1-I7) and node-c, which watched it all, holds every op once."""
+    dropped: list[list[int]] = []
+
+    def drop_11_to_20(frame: Frame, direction: Direction) -> bool:
+        sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
+        if sequences[:1] == [11] and not dropped:
+            dropped.append(sequences)
+            return True
+        return False
+
+    async with (
+        loop_system() as server,
+        open_node(
+            server,
+            "node-a",
+            chaos=ChaosConfig(drop_predicate=drop_11_to_20),
+            connect=False,
+            batch_size=10,
+        ) as a,
+        open_node(server, "node-c") as c,
+    ):
+        await a.write(*inserts(1, 30))
+        assert a.engine is not None
+        await a.engine.connect()
+        await converge(server, a, c)
+    assert dropped == [list(range(11, 21))]
+    assert a.count("sync:connected") == 2  # the ack timeout reopened the connection once
+    assert sorted(applied_sequences(c, "node-a")) == list(range(1, 31))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "version vectors are a per-node maximum, not a contiguous frontier (spec 4.1, "
+        "docs/server.md, docs/data-model.md): after a dropped client batch the server "
+        "stores node-a's 21..30 before 11..20, its vector says node-a:30 over the gap, "
+        "and it delivers 21..30 to node-c before 11..20, so node-c's vector passes the "
+        "gap too (reliability.md S3/I4 and section 5.3 #29 ask for contiguous sequences)"
+    ),
+)
+async def test_simulation_targeted_vv_gap_on_upload_no_vector_passes_the_gap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The strict reading of B1 "drop one op in the middle (a VV gap)": while 11..20 are
+    missing, no replica's version vector may claim node-a:30 (S3: the server's vector is
+    the maximum contiguous sequence per node; the vector of a client that received
+    1..10 and 21..30 must not pass the gap either)."""
+    dropped: list[list[int]] = []
+    server_vectors: list[int] = []
+
+    def drop_11_to_20(frame: Frame, direction: Direction) -> bool:
+        sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
+        if sequences[:1] == [11] and not dropped:
+            dropped.append(sequences)
+            return True
+        return False
+
+    async with (
+        loop_system() as server,
+        open_node(
+            server,
+            "node-a",
+            chaos=ChaosConfig(drop_predicate=drop_11_to_20),
+            connect=False,
+            batch_size=10,
+        ) as a,
+        open_node(server, "node-c") as c,
+    ):
+        await a.write(*inserts(1, 30))
+        assert a.engine is not None
+        await a.engine.connect()
+        with trio.fail_after(60):
+            while not await replicas_agree(server, [a, c]):
+                server_vectors.append((await server.store.version_vector()).get("node-a"))
+                held = {op.sequence_number for op in await server_operations(server.store)}
+                assert server_vectors[-1] == len(held), (
+                    f"the server's vector says node-a:{server_vectors[-1]} "
+                    f"while it holds {len(held)} of node-a's ops"
+                )
+                await trio.sleep(0.01)
+        await converge(server, a, c)
+    applied = applied_sequences(c, "node-a")
+    assert applied == list(range(1, 31)), f"node-c applied node-a's ops in the order {applied}"
+
+
+# ---------------------------------------------------------------- delete before insert
+
+
+async def test_simulation_targeted_delete_delivered_before_insert(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "delete delivered before insert": node-a inserts r1 and deletes it
+    offline; on reconnection the batch with the insert is dropped once, so the server
+    stores (and node-b applies) the delete of a record it has never seen, and the insert
+    only after node-a's resend.  Merge is by HLC, not arrival (spec 3.7, catalogue row
+    42): every replica ends with r1 as a tombstone holding the insert's fields, and r2,
+    inserted after, is alive."""
+    dropped: list[str] = []
+    async with loop_system() as server:
+        holder: list[str] = []
+
+        def drop_the_insert(frame: Frame, direction: Direction) -> bool:
+            message = frame_json(frame) if direction is Direction.OUTGOING else {}
+            ids = [op["id"] for op in message.get("operations", ())]
+            if holder and holder[0] in ids and not dropped:
+                dropped.extend(ids)
+                return True
+            return False
+
+        async with (
+            open_node(
+                server,
+                "node-a",
+                chaos=ChaosConfig(drop_predicate=drop_the_insert),
+                connect=False,
+                batch_size=1,
+            ) as a,
+            open_node(server, "node-b") as b,
+        ):
+            insert = await a.insert("r1", {"title": "doomed", "n": 1})
+            holder.append(insert.id)
+            delete = await a.delete("r1")
+            await a.insert("r2", {"title": "kept", "n": 2})
+            assert a.engine is not None
+            await a.engine.connect()
+            dump = await converge(server, a, b)
+            seen_by_b = [
+                op.id for name, p in b.events if name == "sync:received" for op in p["operations"]
+            ]
+        stored = [op.id for op in await server_operations(server.store)]
+    assert dropped == [insert.id]
+    assert stored.index(delete.id) < stored.index(insert.id)  # the server got the delete first
+    assert seen_by_b.index(delete.id) < seen_by_b.index(insert.id)  # so did node-b
+    r1 = dump[COLLECTION]["r1"]
+    assert r1["deleted"] is True
+    assert r1["fields"] == {"title": "doomed", "n": 1}
+    assert r1["versions"] == dict.fromkeys(("title", "n"), insert.timestamp.serialize())
+    assert dump[COLLECTION]["r2"]["deleted"] is False
+
+
+# ---------------------------------------------------------------- update on a tombstone
+
+
+async def test_simulation_targeted_update_arriving_on_a_tombstone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "update arriving on a tombstone": node-b deletes r1 and r2 while
+    node-a, offline, updates both; the deletes reach the server first, so node-a's updates
+    arrive on tombstones (on the server and on node-b).  By HLC (docs/conflicts.md): the
+    update of r1 is later than its delete, so r1 comes back with the pre-delete fields
+    merged with the update; the update of r2 is earlier than its delete, so r2 stays
+    deleted (its kept fields hold the update, invisible to queries)."""
+    async with (
+        loop_system() as server,
+        open_node(server, "node-a") as a,
+        open_node(server, "node-b") as b,
+    ):
+        await a.write(*inserts(1, 2))
+        await converge(server, a, b)
+        await trio.sleep(10)
+        with partition(a.link, b.link):
+            a.clock.offset_ms = -3_000  # node-a's update of r2 is 3 s before the delete
+            early = await a.update("r2", {"title": "early"})
+            deletes = [await b.delete("r1"), await b.delete("r2")]
+            a.clock.offset_ms = 5_000  # and its update of r1 5 s after it
+            late = await a.update("r1", {"title": "late"})
+        assert early.timestamp.sort_key() < deletes[1].timestamp.sort_key()
+        assert late.timestamp.sort_key() > deletes[0].timestamp.sort_key()
+        # node-b's deletes reach the server before node-a's updates do.
+        a.link.cut()
+        with trio.fail_after(30):
+            while (await server.store.version_vector()).get("node-b") < 2:
+                await trio.sleep(0.05)
+        a.link.heal()
+        dump = await converge(server, a, b)
+        stored = [op.id for op in await server_operations(server.store)]
+        visible = {r.id for r in await b.store.query(COLLECTION)}
+    assert stored.index(deletes[0].id) < stored.index(late.id)
+    assert stored.index(deletes[1].id) < stored.index(early.id)
+    assert dump[COLLECTION]["r1"]["deleted"] is False
+    assert dump[COLLECTION]["r1"]["fields"] == {"title": "late", "n": 1}
+    assert dump[COLLECTION]["r2"]["deleted"] is True
+    assert dump[COLLECTION]["r2"]["fields"] == {"title": "early", "n": 2}
+    assert visible == {"r1"}
