@@ -18,7 +18,7 @@ link id, so a message about a connection that has already ended is recognised an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import attrs
 import trio
@@ -114,6 +114,23 @@ class DropConnection:
 
 
 Command: TypeAlias = Connect | Disconnect | DropConnection
+
+_T = TypeVar("_T")
+
+
+async def post(channel: trio.MemorySendChannel[_T], message: _T) -> None:
+    """Send ``message``, waiting only when ``channel`` is full.
+
+    ``channel.send`` always yields to the scheduler after a successful send, so every hop
+    between actors would cost a scheduling round on the latency path.  Posting wakes the
+    receiver just the same (and keeps the order: the message is in the buffer on return);
+    the caller reaches a checkpoint soon anyway (its next receive or store call).
+    """
+    try:
+        channel.send_nowait(message)
+    except trio.WouldBlock:
+        await channel.send(message)
+
 
 #: ``emit(name, payload)``: publish an app event (``app.events.emit``).
 EventEmitter: TypeAlias = Callable[[str, Mapping[str, object]], object]

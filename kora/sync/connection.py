@@ -17,6 +17,7 @@ from typing import Final
 import trio
 
 from actors import shutdown_grace
+from kora.sync._messages import post
 from kora.sync.diagnostics import FrameReceived, FrameSent, MetricMessage
 from kora.sync.errors import ConnectionEnded, TransportClosed
 from kora.sync.transport import Frame, Transport, TransportFactory, frame_size
@@ -79,16 +80,16 @@ class ConnectionActor:
         try:
             async for frame in self._frames_out:
                 await transport.send(frame)
-                await self._metrics.send(FrameSent(frame_size(frame)))
+                await post(self._metrics, FrameSent(frame_size(frame)))
         except TransportClosed as exc:
             self._end(exc.reason, scope)
 
     async def _pump_in(self, transport: Transport, scope: trio.CancelScope) -> None:
         try:
             while True:
-                frame = await transport.receive()
-                await self._metrics.send(FrameReceived(frame_size(frame)))
-                await self._frames_in.send(frame)
+                frame = await transport.receive()  # a checkpoint per frame
+                await post(self._metrics, FrameReceived(frame_size(frame)))
+                await post(self._frames_in, frame)
         except TransportClosed as exc:
             self._end(exc.reason, scope)
 

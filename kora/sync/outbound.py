@@ -65,6 +65,7 @@ from kora.sync._messages import (
     OutboundMessage,
     QueueChanged,
     Streaming,
+    post,
 )
 from kora.sync.diagnostics import BatchRoundTrip, MetricMessage, OperationsSent
 from kora.sync.scope import OUT_OF_SCOPE, needs_record, operation_in_scope
@@ -377,14 +378,14 @@ class OutboundQueueActor:
         )
         connection.sent_ids.update(op_ids)
         try:
-            await connection.frames.send(action.frame)
+            await post(connection.frames, action.frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The connection ended under us; Detached follows and the ops stay queued.
             self._detach(connection.link.id)
             return
         self._board.exchange_started()
         if operations:
-            await self._metrics.send(OperationsSent(len(operations)))
+            await post(self._metrics, OperationsSent(len(operations)))
             self._emit(
                 "sync:sent",
                 {"operations": tuple(operations), "batch_id": action.message.message_id},
@@ -404,7 +405,7 @@ class OutboundQueueActor:
         self._acked.append((message.message_id, sent.op_ids))
         self._acked_arrived.set()
         connection.sent_ids.difference_update(sent.op_ids)
-        await self._metrics.send(BatchRoundTrip(message.received_at - sent.sent_at, sent.size))
+        await post(self._metrics, BatchRoundTrip(message.received_at - sent.sent_at, sent.size))
         await self._flush()
 
     async def _dequeue(self) -> None:

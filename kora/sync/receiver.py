@@ -49,6 +49,7 @@ from kora.sync._messages import (
     OutboundMessage,
     QueueChanged,
     Streaming,
+    post,
 )
 from kora.sync.diagnostics import MetricMessage, OperationsReceived
 from kora.sync.errors import ConnectionEnded
@@ -166,14 +167,15 @@ class ReceiverActor:
         while actions:
             action = actions.popleft()
             if isinstance(action, SendFrame):
-                await self._frames_out.send(action.frame)
+                await post(self._frames_out, action.frame)
             elif isinstance(action, ApplyBatch):
                 actions.extend(await self._apply(action))
             elif isinstance(action, WatermarkChanged):
                 await self._store.set_delivery_watermark(self._view, action.watermark)
             elif isinstance(action, BatchAcknowledged):
-                await self._outbound.send(
-                    BatchAcked(self._link.id, action.batch.message_id, trio.current_time())
+                await post(
+                    self._outbound,
+                    BatchAcked(self._link.id, action.batch.message_id, trio.current_time()),
                 )
             elif isinstance(action, ReachedStreaming):
                 await self._outbound.send(Streaming(self._link.id))
@@ -231,8 +233,9 @@ class ReceiverActor:
             ids = ", ".join(batch.message_id for batch in group)
             log.error("could not apply batch(es) %s: %s", ids, exc)
             raise ConnectionEnded(f"could not apply received batches: {exc}") from exc
+        # The event goes out right after the commit, before anything else is awaited.
         if operations:
-            await self._metrics.send(OperationsReceived(len(operations)))
+            await post(self._metrics, OperationsReceived(len(operations)))
         if result.applied:
             self._emit(
                 "sync:received",
