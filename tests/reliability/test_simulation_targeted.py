@@ -175,6 +175,7 @@ class Node:
     written: list[Operation] = attrs.field(factory=list)
     events: list[tuple[str, dict[str, Any]]] = attrs.field(factory=list)
     engine: SyncEngine | None = None
+    vector_samples: dict[str, int] = attrs.field(factory=dict)
 
     @property
     def node_id(self) -> str:
@@ -314,13 +315,18 @@ def lww_oracle(ops: Iterable[Operation]) -> dict[tuple[str, str], dict[str, Any]
 
 
 async def replicas_agree(server: LoopServer, nodes: Sequence[Node]) -> bool:
-    for node in nodes:
-        if await node.store.pending_count():
-            return False
     server_vector = (await server.store.version_vector()).to_wire()
+    agree = True
     for node in nodes:
-        if (await node.store.version_vector()).to_wire() != server_vector:
-            return False
+        vector = (await node.store.version_vector()).to_wire()
+        for origin, sequence in vector.items():  # I4: never decreasing at a sampled point
+            assert sequence >= node.vector_samples.get(origin, 0), (
+                f"I4: {node.node_id}'s vector went back for {origin}"
+            )
+            node.vector_samples[origin] = sequence
+        agree = agree and vector == server_vector and not await node.store.pending_count()
+    if not agree:
+        return False
     expected = await server_dump(server.store, [COLLECTION])
     for node in nodes:
         if await store_dump(node.store, [COLLECTION]) != expected:
