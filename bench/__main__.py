@@ -198,6 +198,15 @@ async def run_throughput(ctx: Context) -> None:
     async def theirs() -> None:
         async with ctx.peer_server() as child:
             await peer.throughput(ctx.report, child, child.ws_url, s.throughput_n)
+            if s.per_tx > 1:  # context: the peer with transactions of our headline's size
+                await peer.throughput(
+                    ctx.report,
+                    child,
+                    child.ws_url,
+                    s.throughput_n,
+                    per_tx=s.per_tx,
+                    scenario=f"throughput_tx{s.per_tx}",
+                )
 
     # The headline and the peer first, one after the other, so they share the machine's
     # conditions as closely as a shared machine allows.

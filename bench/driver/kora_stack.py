@@ -167,7 +167,7 @@ async def throughput(
     report.emit(scenario, KORA, "ops_per_s", count / elapsed, "ops/s")
     report.emit(scenario, KORA, "local_writes_per_s", count / written, "ops/s")
     emit_cpu(report, scenario, KORA, spent, count, floors=True)
-    if sampler.peak is not None:
+    if sampler.peak is not None and scenario == "throughput":  # the figure; one row
         report.emit(scenario, KORA, "server_peak_rss_mib", sampler.peak / 2**20, "MiB")
 
 

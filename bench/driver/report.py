@@ -92,15 +92,16 @@ class Report:
                 keys.append(key)
                 units[key] = row.unit
         keys.sort(key=lambda key: _rank(key[0]))
+        width = max([26, *(len(metric) for _, metric in keys)])  # the columns stay aligned
         head = (
-            f"{'scenario':<22} {'metric':<26} {'unit':<6} {'kora':>11} {'pycrdt':>11} "
+            f"{'scenario':<22} {'metric':<{width}} {'unit':<6} {'kora':>11} {'pycrdt':>11} "
             f"{'floor':>11} {'kora/pycrdt':>11} {'kora/floor':>10}"
         )
         lines = [head, "-" * len(head)]
         for scenario, metric in keys:
             values = {s: self.get(scenario, s, metric) for s in SYSTEMS}
             lines.append(
-                f"{scenario:<22} {metric:<26} {units[(scenario, metric)]:<6} "
+                f"{scenario:<22} {metric:<{width}} {units[(scenario, metric)]:<6} "
                 + " ".join(_number(values[s]) for s in SYSTEMS)
                 + f" {_ratio(values[KORA], values[PEER]):>11} "
                 + f"{_ratio(values[KORA], values[FLOOR]):>10}"

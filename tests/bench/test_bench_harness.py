@@ -165,7 +165,8 @@ def test_quick_run_with_own_servers(capsys: pytest.CaptureFixture[str]) -> None:
     } <= _metrics(rows, "throughput", KORA)
     assert {"latency", "floor_sqlite"} <= _measured(rows, FLOOR)
     if peer.available():
-        assert {"latency", "memory"} <= _measured(rows, PEER)
+        batched = f"throughput_tx{QUICK.per_tx}"  # the peer in transactions of our size
+        assert {"latency", "memory", "throughput", batched} <= _measured(rows, PEER)
     else:
         assert any("pycrdt-websocket is not installed" in n for n in _notes(output))
     assert not [n for n in _notes(output) if "failed" in n]
