@@ -1,4 +1,29 @@
-"""B1 targeted deterministic cases, each built with an exact fault (virtual time)."""
+"""B1 targeted deterministic cases, each built with an exact fault (virtual time).
+
+The nine targeted cases of reliability.md B1, by their names there:
+
+* "drop exactly the ack of batch k": ``..._dropped_ack_is_resent_and_stored_once``;
+* "drop one op in the middle (a VV gap)": ``..._vv_gap_on_delivery`` (server to client),
+  ``..._vv_gap_on_upload`` (client to server), and the strict reading of S3/I4 while the
+  gap is open, ``..._vv_gap_on_upload_no_vector_passes_the_gap`` (xfail: vectors are a
+  maximum by design, spec 4.1);
+* "duplicate the handshake": ``..._duplicate_the_handshake_on_one_connection`` and
+  ``..._duplicate_the_handshake_same_node_reconnects_mid_session`` (half-open session);
+* "delete delivered before insert": ``..._delete_delivered_before_insert``;
+* "update arriving on a tombstone": ``..._update_arriving_on_a_tombstone``;
+* "3 concurrent increments (5+3+2 must give 10)": ``..._concurrent_increments_add_up``;
+* "equal HLC from two nodes": ``..._equal_hlc_from_two_nodes``;
+* "a client wall clock that jumps back 1 h": ``..._client_wall_clock_jumps_back_1_h`` and
+  ``..._then_receives`` (xfail: a client more than 5 min behind refuses newer remote ops);
+* "server restart between commit and ack": ``..._server_restart_between_commit_and_ack``,
+  and its client side from the same SQLite file,
+  ``..._client_restart_between_commit_and_ack``.
+
+Each runs under ``autojump_clock`` (no real sleeps) and, after quiesce, checks I1-I7 of B1
+(``converge``): byte-identical canonical dumps, equal op-id sets equal to every locally
+committed op, no duplicates, contiguous and equal vectors, the LWW oracle, empty queues,
+increasing HLCs per node; then the exact outcome the case is about.
+"""
 
 from __future__ import annotations
 
