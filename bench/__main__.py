@@ -338,7 +338,7 @@ def targets(sizes: Sizes) -> list[Target]:
             f"kora ops/s / pycrdt ops/s; kora: {sizes.throughput_n:,} updates in app "
             f"transactions of {sizes.per_tx:,}, durable SQLite on server, A and B",
             higher_is_better=True,
-            context=throughput_context,
+            context=partial(throughput_context, per_tx=sizes.per_tx),
         ),
         Target(
             f"{largest} vs sqlite3 floor",
@@ -367,13 +367,17 @@ def targets(sizes: Sizes) -> list[Target]:
     ]
 
 
-def throughput_context(report: Report) -> str | None:
-    """The headline throughput's figures and what bounds them: the CPU floor beside it."""
+def throughput_context(report: Report, per_tx: int = 0) -> str | None:
+    """The headline throughput's figures and what bounds them: the CPU floor beside it, and
+    the peer writing in transactions of ``per_tx`` (when measured) for comparison."""
     parts: list[str] = []
     for system in (KORA, PEER):
         value = report.get("throughput", system, "ops_per_s")
         if value is not None:
             parts.append(f"{system} {value:,.0f} ops/s")
+    batched = report.get(f"throughput_tx{per_tx}", PEER, "ops_per_s")
+    if batched is not None:
+        parts.append(f"pycrdt in transactions of {per_tx:,}: {batched:,.0f} ops/s")
     floor = report.get("throughput", KORA, "cpu_floor_ops_per_s")
     busiest = report.get("throughput", KORA, "busiest_process_ops_per_s")
     busy = report.get("throughput", KORA, "cpu_busy_pct")

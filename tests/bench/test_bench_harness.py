@@ -15,8 +15,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
+import attrs
 import pytest
 
 from bench.__main__ import QUICK, main, throughput_context
@@ -110,6 +112,7 @@ def test_verdict_prints_its_context_whatever_the_verdict() -> None:
         higher_is_better=True,
         context=throughput_context,
     )
+    batched = partial(throughput_context, per_tx=1000)
     [(verdict, text)] = report.verdicts([ratio])
     assert verdict == "N/A"  # no peer figure: never a pass
     assert "kora 9,000 ops/s" in text
@@ -119,6 +122,9 @@ def test_verdict_prints_its_context_whatever_the_verdict() -> None:
     assert verdict == "FAIL"
     assert "pycrdt 3,000 ops/s" in text
     assert "CPU floor 12,000 ops/s" in text
+    report.emit("throughput_tx1000", PEER, "ops_per_s", 70000.0, "ops/s")
+    [(_, text)] = report.verdicts([attrs.evolve(ratio, context=batched)])
+    assert "pycrdt in transactions of 1,000: 70,000 ops/s" in text
 
 
 def test_cpu_rows_per_op_and_floors() -> None:
