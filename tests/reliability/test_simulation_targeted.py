@@ -957,12 +957,14 @@ async def test_simulation_targeted_client_wall_clock_jumps_back_1_h(
     strict=True,
     reason=(
         "a client whose clock is more than 5 min behind refuses every newer remote op: "
-        "kora/store/_engine.py apply_remote calls HybridLogicalClock.receive, which raises "
-        "RemoteClockDriftError for a wall time beyond physical + reference offset + 5 min, "
-        "and nothing ever sets the reference offset (spec 3.3: setReferenceOffset(serverTime "
-        "- localTime) at each handshake; kora/sync/handshake.py _check_clock only rebases a "
-        "fast clock); the op is reported as sync:apply-failed CLOCK_DRIFT, its batch is "
-        "acknowledged and the watermark moves past it, so node-a never gets it: divergence"
+        "Store.apply_remote (kora/store/_engine.py, Replica.plan_remote, as "
+        "HybridLogicalClock.receive) refuses a wall time beyond physical time + reference "
+        "offset + 5 min with CLOCK_DRIFT, and nothing ever sets the reference offset (spec "
+        "3.3: setReferenceOffset(serverTime - localTime) at each handshake; "
+        "kora/sync/handshake.py _check_clock only corrects a fast clock); the op is "
+        "reported as sync:apply-failed, its batch is acknowledged and the watermark moves "
+        "past it, so node-a never gets it and diverges (docs/sync.md says a slow clock is "
+        "only reported, nothing is refused)"
     ),
 )
 @pytest.mark.usefixtures("sqlite_in_loop")
