@@ -7,6 +7,7 @@ Nothing here does I/O or imports trio: frames go in, messages, frames and action
 * ``FrameCodec`` and ``WireFormat``: per-connection negotiation and frame-type dispatch.
 * ``ClientSession`` and ``ServerSession``: the two roles as state machines.
 * ``MalformedOperation``: what a lenient decode reports per malformed operation.
+* ``SharedEncodings``: operations encoded once for the many sessions that relay them.
 * ``Limits`` and the ``ProtocolError`` hierarchy.
 
 See docs/protocol.md.
@@ -76,6 +77,7 @@ from kora.protocol.messages import (
     YjsDocUpdate,
 )
 from kora.protocol.server import SCHEMA_MISMATCH_PREFIX, ServerSession, ServerState
+from kora.protocol.shared_encoding import SharedEncodings
 from kora.protocol.wire_format import (
     Frame,
     FrameCodec,
@@ -141,6 +143,7 @@ __all__ = [
     "SendFrame",
     "ServerSession",
     "ServerState",
+    "SharedEncodings",
     "SideChannelReceived",
     "TooManyOperationsError",
     "UnexpectedAcknowledgmentError",

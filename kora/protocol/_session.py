@@ -8,6 +8,7 @@ from kora.protocol.actions import Action, SendFrame
 from kora.protocol.errors import LocalProtocolError, RemoteProtocolError
 from kora.protocol.limits import Limits
 from kora.protocol.messages import Acknowledgment, Message, OperationBatch
+from kora.protocol.shared_encoding import SharedEncodings
 from kora.protocol.wire_format import Frame, FrameCodec, WireFormat
 
 
@@ -17,8 +18,15 @@ class SessionBase:
     Subclasses implement ``_receive`` and report whether they are closed.
     """
 
-    def __init__(self, *, limits: Limits, new_message_id: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        new_message_id: Callable[[], str],
+        shared_encodings: SharedEncodings | None = None,
+    ) -> None:
         self._codec = FrameCodec(limits)
+        self._shared = shared_encodings
         self._new_message_id = new_message_id
         self._closed = False
         self._fatal_error: RemoteProtocolError | None = None
@@ -81,7 +89,7 @@ class SessionBase:
             raise LocalProtocolError("the session is closed")
 
     def _send(self, message: Message) -> SendFrame:
-        return SendFrame(self._codec.encode(message), message)
+        return SendFrame(self._codec.encode(message, self._shared), message)
 
     def _ack(
         self, batch: OperationBatch, last_sequence_number: int, delivery_sequence: int | None

@@ -10,11 +10,14 @@ trusts nothing) in ``_binary_decode``.
 
 from __future__ import annotations
 
+from typing import Final
+
 import attrs
 from google.protobuf.internal import api_implementation
 from google.protobuf.message import DecodeError, EncodeError
 
 from kora.core.json_types import JsonValue
+from kora.core.operation import Operation
 from kora.protocol._binary_common import FIELD_OF_TYPE, TYPE_OF_FIELD
 from kora.protocol._binary_decode import Decoder, get_id
 from kora.protocol._binary_encode import Encoder, put_id
@@ -28,7 +31,8 @@ from kora.protocol.errors import (
     UnknownMessageTypeError,
 )
 from kora.protocol.limits import DEFAULT_LIMITS, Limits
-from kora.protocol.messages import SIDE_CHANNEL_TYPES, Message
+from kora.protocol.messages import SIDE_CHANNEL_TYPES, Message, OperationBatch
+from kora.protocol.shared_encoding import BinaryBatchParts, SharedEncodings
 
 __all__ = ["BinaryCodec"]
 
@@ -52,13 +56,25 @@ class BinaryCodec:
             )
         self.limits = limits
 
-    def encode(self, message: Message) -> bytes:
+    def encode(self, message: Message, shared: SharedEncodings | None = None) -> bytes:
         """One binary frame for ``message``.
+
+        Args:
+            message: What to encode.
+            shared: Where an ``operation-batch``'s operations are encoded once for every
+                session that sends the same batch (the bytes are the same either way).
 
         Raises:
             LocalProtocolError: If the message holds something the format cannot carry
                 (a value that is not JSON, a negative counter, a lone surrogate).
         """
+        if (
+            shared is not None
+            and type(message) is OperationBatch
+            and message.operations
+            and not message.extra
+        ):
+            return self._encode_batch(message, shared)
         name = FIELD_OF_TYPE.get(getattr(message, "TYPE", None))  # type: ignore[arg-type]
         if name is None:
             raise LocalProtocolError(f"not a protocol message: {message!r}")
@@ -76,6 +92,26 @@ class BinaryCodec:
         except (TypeError, ValueError, KeyError, AttributeError, EncodeError) as exc:
             raise LocalProtocolError(f"cannot encode {message.TYPE}: {exc}") from exc
         return frame
+
+    def _encode_batch(self, message: OperationBatch, shared: SharedEncodings) -> bytes:
+        # The frame is laid out as SerializeToString lays it out (fields in number order):
+        # message id, then operation_batch = operations + this session's scalars + tables,
+        # then the string table.  Only the id and the scalars are encoded per session.
+        try:
+            parts = shared.binary_batch(message.operations, _batch_parts)
+            head = pb.Envelope()
+            put_id(head, "message_uuid", "message_id", message.message_id)
+            scalars = pb.OperationBatch(is_final=message.is_final, batch_index=message.batch_index)
+            for name in ("cursor", "total_batches", "base_delivery_sequence", "max_delivery_sequence"):  # fmt: skip
+                value = getattr(message, name)
+                if value is not None:
+                    setattr(scalars, name, value)
+            body = parts.operations + scalars.SerializeToString() + parts.tables
+        except (TypeError, ValueError, KeyError, AttributeError, EncodeError) as exc:
+            raise LocalProtocolError(f"cannot encode {message.TYPE}: {exc}") from exc
+        return b"".join(
+            (head.SerializeToString(), _BATCH_TAG, _varint(len(body)), body, parts.strings)
+        )
 
     def decode(self, frame: bytes | bytearray | memoryview) -> Message:
         """The message of one binary frame.
@@ -115,6 +151,41 @@ class BinaryCodec:
             raise
         except RecursionError as exc:  # defensive: the depth checks come first
             raise NestingTooDeepError("values nest too deeply") from exc
+
+
+#: Envelope.operation_batch's tag: field 5, length-delimited.
+_BATCH_TAG: Final = bytes([5 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _batch_parts(operations: tuple[Operation, ...]) -> BinaryBatchParts:
+    """The session-independent parts of a batch of ``operations`` (see ``SharedEncodings``)."""
+    encoder = Encoder()
+    body = pb.OperationBatch()
+    encoder.operation_batch(
+        body, OperationBatch(message_id="", operations=operations, is_final=False, batch_index=0)
+    )
+    full = body.SerializeToString()
+    tables = pb.OperationBatch()
+    tables.nodes.extend(body.nodes)
+    if body.HasField("members"):
+        tables.members.CopyFrom(body.members)
+    tables_bytes = tables.SerializeToString()
+    if not full.endswith(tables_bytes):  # pragma: no cover - the runtime orders by field number
+        raise ValueError("unexpected field order in a serialized OperationBatch")
+    strings = pb.Envelope()
+    strings.strings.extend(encoder.strings)
+    return BinaryBatchParts(
+        full[: len(full) - len(tables_bytes)], tables_bytes, strings.SerializeToString()
+    )
 
 
 def _with_extra(message: Message, extra: dict[str, JsonValue]) -> Message:

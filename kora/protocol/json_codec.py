@@ -68,6 +68,7 @@ from kora.protocol.messages import (
     OperationRejected,
     YjsDocUpdate,
 )
+from kora.protocol.shared_encoding import SharedEncodings
 
 __all__ = ["JsonCodec"]
 
@@ -272,6 +273,21 @@ _SCHEMAS: Final[dict[str, tuple[_Field, ...]]] = {
 }
 assert _SCHEMAS.keys() == MESSAGE_TYPES.keys()
 
+# An operation batch's fields after ``operations`` (which comes first), for the shared path.
+assert _SCHEMAS[OperationBatch.TYPE][0][0] == "operations"
+_BATCH_TAIL_FIELDS: Final = _SCHEMAS[OperationBatch.TYPE][1:]
+_BATCH_HEAD: Final = '{"type":"operation-batch","messageId":'
+# Strings whose JSON is themselves in quotes (printable ASCII but the quote and backslash),
+# and integers that JavaScript prints digit for digit.
+_PLAIN_STRING: Final = re.compile(r"[ !#-\[\]-~]*")
+_MAX_PLAIN_INT: Final = 2**53
+_PLAIN_TEXT: Final = {True: "true", False: "false"}
+
+
+def _quoted(value: int | str) -> str:
+    return f'"{value}"' if type(value) is str else str(value)
+
+
 _KNOWN_KEYS: Final = {
     type_: frozenset({"type", "messageId", *(wire for wire, _, _, _ in fields)})
     for type_, fields in _SCHEMAS.items()
@@ -402,13 +418,20 @@ class JsonCodec:
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
 
-    def encode(self, message: Message) -> str:
+    def encode(self, message: Message, shared: SharedEncodings | None = None) -> str:
         """The JSON text of ``message``, byte-identical to the reference's.
+
+        Args:
+            message: What to encode.
+            shared: Where an ``operation-batch``'s operations are encoded once for every
+                session that sends them (the text is the same either way).
 
         Raises:
             LocalProtocolError: If ``message`` is not a protocol message, or its ``extra``
                 repeats a known field.
         """
+        if shared is not None and type(message) is OperationBatch and message.operations:
+            return self._encode_batch(message, shared)
         try:
             fields = _SCHEMAS[message.TYPE]
         except (AttributeError, KeyError):
@@ -433,6 +456,48 @@ class JsonCodec:
             return json_stringify(wire)
         except (TypeError, ValueError) as exc:
             raise LocalProtocolError(f"cannot encode {message.TYPE}: {exc}") from exc
+
+    def _encode_batch(self, message: OperationBatch, shared: SharedEncodings) -> str:
+        # JSON.stringify output is compositional: the frame is its envelope's text with the
+        # operations' texts (each computed once per operation) joined in place of the array.
+        tail: dict[str, Any] = {}
+        plain = not message.extra
+        for wire_name, attribute, _, required in _BATCH_TAIL_FIELDS:
+            value = getattr(message, attribute)
+            if value is not None or required:
+                tail[wire_name] = value
+                kind = type(value)
+                if not (
+                    kind is bool
+                    or (kind is int and -_MAX_PLAIN_INT <= value <= _MAX_PLAIN_INT)
+                    or (kind is str and _PLAIN_STRING.fullmatch(value))
+                ):
+                    plain = False
+        if message.extra:
+            known = _KNOWN_KEYS[OperationBatch.TYPE]
+            for key, value in message.extra.items():
+                if key in known:
+                    raise LocalProtocolError(f"extra field {key!r} repeats a known field")
+                tail[key] = value
+        message_id = message.message_id
+        try:
+            operations = ",".join([shared.operation_json(op) for op in message.operations])
+            if type(message_id) is str and _PLAIN_STRING.fullmatch(message_id):
+                head = f'"{message_id}"'
+            else:
+                head = json_stringify(message_id)
+            if plain:
+                # Only booleans, safe integers and strings that need no escaping: their JSON
+                # is their plain text (what json_stringify would write, without its checks).
+                rest = ",".join(
+                    f'"{key}":{_PLAIN_TEXT[value] if type(value) is bool else _quoted(value)}'
+                    for key, value in tail.items()
+                )
+            else:
+                rest = json_stringify(tail)[1:-1]
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"cannot encode {message.TYPE}: {exc}") from exc
+        return f'{_BATCH_HEAD}{head},"operations":[{operations}],{rest}}}'
 
     def encode_bytes(self, message: Message) -> bytes:
         """``encode`` as UTF-8 bytes."""

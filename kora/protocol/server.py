@@ -82,6 +82,7 @@ from kora.protocol.messages import (
     ScopeMap,
     YjsDocUpdate,
 )
+from kora.protocol.shared_encoding import SharedEncodings
 from kora.protocol.wire_format import Frame, select_wire_format
 
 __all__ = ["MAX_TRACKED_LEGACY_BATCHES", "SCHEMA_MISMATCH_PREFIX", "ServerSession", "ServerState"]
@@ -111,6 +112,10 @@ class ServerSession(SessionBase):
         binary: Select ``kora-pb1`` for clients that offer it.
         limits: Decoder limits.
         new_message_id: Makes message ids (UUIDv7 by default, as the reference server).
+        lenient_operations: Set a JSON batch's malformed operations aside one by one
+            (``OperationsReceived.malformed``) instead of refusing the batch.
+        shared_encodings: Operations encoded once for all the sessions that send them (one
+            instance for every session of a server); frames are the same with or without.
     """
 
     def __init__(
@@ -120,8 +125,11 @@ class ServerSession(SessionBase):
         limits: Limits = DEFAULT_LIMITS,
         new_message_id: Callable[[], str] = uuid7,
         lenient_operations: bool = False,
+        shared_encodings: SharedEncodings | None = None,
     ) -> None:
-        super().__init__(limits=limits, new_message_id=new_message_id)
+        super().__init__(
+            limits=limits, new_message_id=new_message_id, shared_encodings=shared_encodings
+        )
         self._binary = binary
         self._lenient = lenient_operations
         self._state = ServerState.AWAITING_HANDSHAKE

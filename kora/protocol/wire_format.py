@@ -33,6 +33,7 @@ from kora.protocol.json_codec import JsonCodec
 from kora.protocol.limits import DEFAULT_LIMITS, Limits
 from kora.protocol.malformed import MalformedOperation
 from kora.protocol.messages import Message
+from kora.protocol.shared_encoding import SharedEncodings
 
 __all__ = [
     "Frame",
@@ -104,12 +105,15 @@ class FrameCodec:
             self._binary = BinaryCodec(self._limits)
         self.wire_format = wire_format
 
-    def encode(self, message: Message) -> Frame:
-        """A text frame (JSON) or a binary frame (``kora-pb1``), per the current format."""
+    def encode(self, message: Message, shared: SharedEncodings | None = None) -> Frame:
+        """A text frame (JSON) or a binary frame (``kora-pb1``), per the current format.
+
+        ``shared``: operations encoded once for many sessions (the frame is the same).
+        """
         if self.wire_format is WireFormat.KORA_PB1:
             assert self._binary is not None
-            return self._binary.encode(message)
-        return self.json.encode(message)
+            return self._binary.encode(message, shared)
+        return self.json.encode(message, shared)
 
     def decode(self, frame: Frame | bytearray | memoryview) -> Message:
         """The message in one received frame; the frame type picks the decoder.

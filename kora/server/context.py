@@ -10,6 +10,7 @@ import attrs
 import trio
 
 from kora.core.operation import Operation
+from kora.protocol.shared_encoding import SharedEncodings
 from kora.server.auth import AuthProvider
 from kora.server.config import ServerLimits
 from kora.server.hub import Hub
@@ -76,6 +77,8 @@ class ServerContext:
     limits: ServerLimits
     allowed_origins: frozenset[str] | None
     hub: Hub = attrs.field(factory=Hub)
+    #: Operations encoded once for every session that relays them (``kora.protocol``).
+    encodings: SharedEncodings = attrs.field(factory=SharedEncodings)
     shutdown: trio.Event = attrs.field(factory=trio.Event)
     started_monotonic: float = attrs.field(factory=time.monotonic)
     metrics: ServerMetrics = attrs.field(init=False)

@@ -34,6 +34,10 @@ Two shortcuts leave the batches exactly as they are and only save reads:
   visibility (a scope can depend on a record's current fields), so only that run is
   remembered, never an invisible one.
 
+``recent_delivery`` is the same stream computed at once, without I/O, when the window has every
+chunk and the scope needs no record read; it declines (``None``, nothing changed) otherwise.
+A session woken by a commit it is caught up to takes it and sends without a task switch.
+
 Legacy delta (clients that omit ``lastDeliverySequence``)
 --------------------------------------------------------
 
@@ -57,6 +61,7 @@ from kora.server.stores.base import DeliveredOperation, ServerStore
 
 __all__ = [
     "DeliveryBatch",
+    "KnownVisibility",
     "LegacyBatch",
     "OwnRun",
     "RecentReader",
@@ -65,10 +70,14 @@ __all__ = [
     "delivery_stream",
     "encode_delta_cursor",
     "legacy_delta",
+    "recent_delivery",
 ]
 
 VisibilityCheck = Callable[[Operation], Awaitable[bool]]
 """``await visible(op)``: may this session receive ``op``?"""
+
+KnownVisibility = Callable[[Operation], "bool | None"]
+"""``visible_now(op)``: may this session receive ``op``, or ``None`` if that needs the store."""
 
 RecentReader = Callable[[int, int], "list[DeliveredOperation] | None"]
 """``read(after, limit)``: ``operations_after_delivery`` from memory, or ``None`` (read the
@@ -110,6 +119,74 @@ class LegacyBatch:
     cursor: str | None
 
 
+class _Planner:
+    """The batching of ``delivery_stream``, fed one scanned operation at a time (no I/O)."""
+
+    __slots__ = ("base", "batch_size", "cursor", "index", "own_through", "pending")
+
+    def __init__(self, after: int, cursor: int, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.cursor = cursor
+        self.own_through = cursor  # the scan so far found only the client's own ops up to here
+        self.base = after
+        self.pending: list[DeliveredOperation] = []
+        self.index = 0
+
+    def own(self, delivered: DeliveredOperation) -> None:
+        """``delivered`` is the client's own (skipped)."""
+        if self.own_through == delivered.delivery_sequence - 1:
+            self.own_through += 1
+
+    def visible(self, delivered: DeliveredOperation) -> DeliveryBatch | None:
+        """``delivered`` is visible; the batch that it proves not final, if one is full."""
+        pending = self.pending
+        full = None
+        if len(pending) == self.batch_size:
+            # Another visible op exists, so the pending batch is not the final one.
+            last = pending[-1].delivery_sequence
+            full = DeliveryBatch(
+                tuple(d.operation for d in pending), self.base, last, False, self.index
+            )
+            self.base, self.index, pending = last, self.index + 1, []
+            self.pending = pending
+        pending.append(delivered)
+        return full
+
+    def finish(
+        self,
+        after: int,
+        *,
+        finalize_when_empty: bool,
+        threshold: int,
+        own_run: OwnRun | None,
+    ) -> DeliveryBatch | None:
+        """The final batch (if any) once the scan reached the end of the log at ``cursor``."""
+        cursor = self.cursor
+        if own_run is not None and self.own_through > after:
+            own_run.start, own_run.through = after, self.own_through
+        scanned = cursor - after  # the log has no gaps: every sequence in between was looked at
+        pending = self.pending
+        if pending:
+            last = max(cursor, pending[-1].delivery_sequence)
+            return DeliveryBatch(
+                tuple(d.operation for d in pending), self.base, last, True, self.index
+            )
+        if finalize_when_empty or (threshold and scanned >= threshold):
+            # (``pending`` is only ever empty here when no batch was yielded at all.)
+            return DeliveryBatch((), after, cursor, True, 0)
+        return None
+
+
+def _scan_start(after: int, exclude_node: str | None, own_run: OwnRun | None) -> int:
+    if (
+        exclude_node is not None
+        and own_run is not None
+        and own_run.start <= after < own_run.through
+    ):
+        return own_run.through  # (after, through] are the client's own: skipped anyway
+    return after
+
+
 async def delivery_stream(
     store: ServerStore,
     *,
@@ -145,45 +222,89 @@ async def delivery_stream(
     """
     chunk_size = scan_chunk if scan_chunk is not None else 5 * batch_size
     threshold = chunk_size if skip_threshold is None else skip_threshold
-    track_own = exclude_node is not None and own_run is not None
-    cursor = after
-    if track_own and own_run is not None and own_run.start <= after < own_run.through:
-        cursor = own_run.through  # (after, through] are the client's own: skipped anyway
-    own_through = cursor  # the scan so far found only the client's own ops up to here
-    base = after
-    pending: list[DeliveredOperation] = []
-    index = 0
+    planner = _Planner(after, _scan_start(after, exclude_node, own_run), batch_size)
     while True:
-        chunk = recent(cursor, chunk_size) if recent is not None else None
+        chunk = recent(planner.cursor, chunk_size) if recent is not None else None
         if chunk is None:
-            chunk = await store.operations_after_delivery(cursor, chunk_size)
+            chunk = await store.operations_after_delivery(planner.cursor, chunk_size)
         for delivered in chunk:
-            op = delivered.operation
-            if exclude_node is not None and op.node_id == exclude_node:
-                if own_through == delivered.delivery_sequence - 1:
-                    own_through += 1
-                continue
-            if not await visible(op):
-                continue
-            if len(pending) == batch_size:
-                # Another visible op exists, so the pending batch is not the final one.
-                last = pending[-1].delivery_sequence
-                yield DeliveryBatch(tuple(d.operation for d in pending), base, last, False, index)
-                base, index, pending = last, index + 1, []
-            pending.append(delivered)
+            if exclude_node is not None and delivered.operation.node_id == exclude_node:
+                planner.own(delivered)
+            elif await visible(delivered.operation):
+                full = planner.visible(delivered)
+                if full is not None:
+                    yield full
         if chunk:
-            cursor = chunk[-1].delivery_sequence
+            planner.cursor = chunk[-1].delivery_sequence
         if len(chunk) < chunk_size:
             break
-    if track_own and own_run is not None and own_through > after:
-        own_run.start, own_run.through = after, own_through
-    scanned = cursor - after  # the log has no gaps: every sequence in between was looked at
-    if pending:
-        last = max(cursor, pending[-1].delivery_sequence)
-        yield DeliveryBatch(tuple(d.operation for d in pending), base, last, True, index)
-    elif finalize_when_empty or (threshold and scanned >= threshold):
-        # (``pending`` is only ever empty here when no batch was yielded at all.)
-        yield DeliveryBatch((), after, cursor, True, 0)
+    final = planner.finish(
+        after,
+        finalize_when_empty=finalize_when_empty,
+        threshold=threshold,
+        own_run=own_run if exclude_node is not None else None,
+    )
+    if final is not None:
+        yield final
+
+
+def recent_delivery(
+    recent: RecentReader,
+    *,
+    after: int,
+    batch_size: int,
+    visible_now: KnownVisibility,
+    exclude_node: str | None,
+    finalize_when_empty: bool,
+    skip_threshold: int | None = None,
+    scan_chunk: int | None = None,
+    own_run: OwnRun | None = None,
+) -> list[DeliveryBatch] | None:
+    """``delivery_stream``'s batches, computed at once from memory, or ``None``.
+
+    ``None`` (and nothing changed, ``own_run`` included) when a chunk is not in the window
+    of recent commits or an operation's visibility needs the store: then run
+    ``delivery_stream``, which gives the same batches.  A caught-up session woken by a
+    commit takes this path: no store call, no task switch until it sends.
+
+    Args:
+        visible_now: The session's read-scope check when it needs no store read
+            (``None``: it does).
+        (the others as for ``delivery_stream``)
+    """
+    chunk_size = scan_chunk if scan_chunk is not None else 5 * batch_size
+    threshold = chunk_size if skip_threshold is None else skip_threshold
+    planner = _Planner(after, _scan_start(after, exclude_node, own_run), batch_size)
+    batches: list[DeliveryBatch] = []
+    cursor = planner.cursor
+    while True:
+        chunk = recent(cursor, chunk_size)
+        if chunk is None:
+            return None
+        for delivered in chunk:
+            if exclude_node is not None and delivered.operation.node_id == exclude_node:
+                planner.own(delivered)
+                continue
+            seen = visible_now(delivered.operation)
+            if seen is None:
+                return None
+            if seen:
+                full = planner.visible(delivered)
+                if full is not None:
+                    batches.append(full)
+        if chunk:
+            cursor = planner.cursor = chunk[-1].delivery_sequence
+        if len(chunk) < chunk_size:
+            break
+    final = planner.finish(
+        after,
+        finalize_when_empty=finalize_when_empty,
+        threshold=threshold,
+        own_run=own_run if exclude_node is not None else None,
+    )
+    if final is not None:
+        batches.append(final)
+    return batches
 
 
 def encode_delta_cursor(last_operation_id: str, batch_index: int) -> str:

@@ -201,7 +201,7 @@ class Hub:
         committed: Iterable[DeliveredOperation] = (),
         *,
         sizes: Mapping[str, int] | None = None,
-    ) -> None:
+    ) -> int:
         """Tell every subscriber that operations up to this sequence may be new.
 
         Args:
@@ -210,6 +210,9 @@ class Hub:
             committed: The operations this process just committed, for the window.  Without
                 them, everything up to ``max_delivery_sequence`` is read from the store.
             sizes: ``operation_size`` of ``committed`` by id, when the caller has it.
+
+        Returns:
+            How many subscribers were woken (0 when this sequence was published before).
         """
         recent = self.recent
         committed = tuple(committed)
@@ -222,9 +225,11 @@ class Hub:
         news = max_delivery_sequence == 0 or max_delivery_sequence > self.max_delivery_sequence
         self.max_delivery_sequence = max(self.max_delivery_sequence, max_delivery_sequence)
         if not news:
-            return  # every subscriber was woken for this sequence already
-        for subscription in list(self._subscriptions):
+            return 0  # every subscriber was woken for this sequence already
+        subscriptions = list(self._subscriptions)
+        for subscription in subscriptions:
             subscription.notify()
+        return len(subscriptions)
 
     def read_recent(self, after: int, limit: int) -> list[DeliveredOperation] | None:
         """``ServerStore.operations_after_delivery`` from memory, or ``None`` to read the store.

@@ -80,7 +80,7 @@ from kora.protocol.messages import ErrorMessage, Handshake, OperationRejected
 from kora.protocol.server import ServerSession
 from kora.server.auth import AuthContext
 from kora.server.context import ServerContext
-from kora.server.delivery import OwnRun, delivery_stream, legacy_delta
+from kora.server.delivery import OwnRun, delivery_stream, legacy_delta, recent_delivery
 from kora.server.hub import Subscription
 from kora.server.logs import fields, get_logger
 from kora.server.scopes import (
@@ -141,6 +141,29 @@ class SessionClosed(KoraError):
         self.close_code = close_code
         self.reason = reason
         self.error = error
+
+
+class _SessionLock:
+    """``trio.Lock`` for ``async with``, whose uncontended acquire does not yield.
+
+    A woken pusher goes on to its send without waiting for a scheduler round (with 200
+    sessions woken at once, every round is 200 task steps).  The loops that take it
+    checkpoint on every turn anyway (the wake-up, the next frame).
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    async def __aenter__(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
 
 
 @attrs.frozen
@@ -211,8 +234,12 @@ class SyncSession:
         self._transport = transport
         self.session_id = session_id
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self._protocol = ServerSession(limits=codec_limits(ctx.limits), lenient_operations=True)
-        self._lock = trio.Lock()
+        self._protocol = ServerSession(
+            limits=codec_limits(ctx.limits),
+            lenient_operations=True,
+            shared_encodings=ctx.encodings,
+        )
+        self._lock = _SessionLock()
         self.client_node: str | None = None
         self.auth: AuthContext | None = None
         self.scopes: Scope | None = None
@@ -459,6 +486,19 @@ class SyncSession:
 
     # ------------------------------------------------------------ delivery
 
+    def _visible_now(self, op: Operation) -> bool | None:
+        """``_visible`` when it needs no store read, ``None`` when it does."""
+        scopes = self.scopes
+        if scopes is None:
+            return True
+        required = scopes.get(op.collection)
+        if required is None:
+            return False
+        carried = {**(op.previous_data or {}), **(op.data or {})}
+        if any(field not in carried for field in required):
+            return None
+        return operation_visible(op, scopes, None)
+
     async def _visible(self, op: Operation) -> bool:
         scopes = self.scopes
         if scopes is None:
@@ -477,6 +517,31 @@ class SyncSession:
     async def _push_delivery(self, *, exclude_node: str | None, finalize: bool) -> None:
         """Send what was committed after the sent position (caller holds the lock)."""
         ctx = self._ctx
+        protocol = self._protocol
+        # A caught-up session (the usual wake-up) finds everything in the hub's window and
+        # sends at once, without store reads or task switches before its frames go out.
+        batches = recent_delivery(
+            ctx.hub.read_recent,
+            after=protocol.sent_through,
+            batch_size=ctx.batch_size,
+            visible_now=self._visible_now,
+            exclude_node=exclude_node,
+            finalize_when_empty=finalize,
+            own_run=self._own_run,
+        )
+        if batches is not None:
+            for batch in batches:
+                await self._act(
+                    protocol.send_delivery(
+                        batch.operations,
+                        base=batch.base,
+                        top=batch.max,
+                        is_final=batch.is_final,
+                        batch_index=batch.batch_index,
+                    )
+                )
+                ctx.metrics.operations_sent.inc(len(batch.operations))
+            return
         stream = delivery_stream(
             ctx.store,
             after=self._protocol.sent_through,
@@ -589,7 +654,14 @@ class SyncSession:
             else:
                 refusals.append(_Refusal(index, op, *problem))
         if candidates:
-            refusals += await self._append(candidates, sizes)
+            appended, woken = await self._append(candidates, sizes)
+            refusals += appended
+            if woken > 1:
+                # Relay first: the other sessions just woken reach their sends within two
+                # scheduler rounds (the wake-up, hypercorn's send lock), so this session
+                # steps aside for as long before sending its client's acknowledgment.
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
         for refusal in sorted(refusals, key=lambda r: r.index):
             await self._act(
                 self._protocol.send_operation_rejected(
@@ -600,8 +672,9 @@ class SyncSession:
 
     async def _append(
         self, candidates: list[tuple[int, Operation]], sizes: dict[str, int]
-    ) -> list[_Refusal]:
-        """Append the operations that passed the checks in one transaction; the refusals."""
+    ) -> tuple[list[_Refusal], int]:
+        """Append the operations that passed the checks in one transaction; the refusals,
+        and how many sessions the commit woke (this one included)."""
         ctx = self._ctx
         scopes = self.scopes
 
@@ -645,9 +718,10 @@ class SyncSession:
             elif outcome.status is AppendStatus.APPLIED:
                 applied += 1
         ctx.metrics.operations_applied.inc(applied)
+        woken = 0
         if applied:
-            ctx.hub.publish(result.max_delivery_sequence, result.applied, sizes=sizes)
-        return refusals
+            woken = ctx.hub.publish(result.max_delivery_sequence, result.applied, sizes=sizes)
+        return refusals, woken
 
     def _check_operation(self, op: Operation, size: int, now_ms: int) -> tuple[str, str] | None:
         """``(code, message)`` if ``op`` (of ``operation_size`` ``size``) must be refused

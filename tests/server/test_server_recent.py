@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation
 from kora.core.operations import create_operation
-from kora.server.delivery import DeliveryBatch, OwnRun, delivery_stream
+from kora.server.delivery import DeliveryBatch, OwnRun, delivery_stream, recent_delivery
 from kora.server.hub import Hub, RecentOperations
 from kora.server.stores import MemoryServerStore
 from kora.server.stores.base import DeliveredOperation
@@ -269,3 +269,103 @@ async def test_the_empty_batch_still_comes_after_a_long_own_run(store: CountingS
     assert await stream(store, after=0, exclude_node="me", own_run=own, skip_threshold=4) == [
         DeliveryBatch((), 0, 4, True, 0)
     ]
+
+
+# ---------------------------------------------------------------- the synchronous path
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    commits=st.lists(
+        st.lists(st.sampled_from(["a", "b", "me"]), min_size=1, max_size=4), max_size=8
+    ),
+    after=st.integers(0, 30),
+    exclude=st.sampled_from([None, "me"]),
+    hidden=st.sampled_from([None, "a"]),
+    batch_size=st.integers(1, 4),
+    finalize=st.booleans(),
+    skip_threshold=st.sampled_from([None, 0, 3]),
+    run=st.tuples(st.integers(0, 6), st.integers(0, 8)),
+)
+async def test_the_synchronous_path_gives_the_stream_s_batches(
+    commits: list[list[str]],
+    after: int,
+    exclude: str | None,
+    hidden: str | None,
+    batch_size: int,
+    finalize: bool,
+    skip_threshold: int | None,
+    run: tuple[int, int],
+) -> None:
+    """Same batches and same own run as ``delivery_stream``, or ``None`` and nothing changed."""
+    async with CountingStore() as store:
+        hub = Hub()
+        counters: dict[str, int] = {}
+        for nodes in commits:
+            batch = []
+            for node in nodes:
+                counters[node] = counters.get(node, 0) + 1
+                batch.append(op(node, counters[node]))
+            result = await store.append_batch(batch)
+            hub.publish(result.max_delivery_sequence, result.applied)
+        after = min(after, await store.max_delivery_sequence())
+
+        async def visible(candidate: Operation) -> bool:
+            return candidate.node_id != hidden
+
+        options: dict[str, object] = {
+            "after": after,
+            "batch_size": batch_size,
+            "exclude_node": exclude,
+            "finalize_when_empty": finalize,
+            "skip_threshold": skip_threshold,
+            "scan_chunk": 3,
+        }
+        # An own run that is a fact of this log, as a session would have found it.
+        start, through = sorted(run)
+        while through > start and any(
+            d.operation.node_id != "me"
+            for d in await store.operations_after_delivery(start, through - start)
+        ):
+            through -= 1
+        through = min(through, await store.max_delivery_sequence())
+        own_stream = OwnRun(start, max(start, through))
+        own_sync = OwnRun(own_stream.start, own_stream.through)
+        expected = [
+            b
+            async for b in delivery_stream(
+                store,
+                visible=visible,
+                own_run=own_stream,
+                **options,  # type: ignore[arg-type]
+            )
+        ]
+        got = recent_delivery(
+            hub.read_recent,
+            visible_now=lambda candidate: candidate.node_id != hidden,
+            own_run=own_sync,
+            **options,  # type: ignore[arg-type]
+        )
+        assert got == expected
+        assert own_sync == own_stream
+
+
+def test_the_synchronous_path_declines_without_changing_anything() -> None:
+    hub = Hub()
+    hub.publish(4, at(3, 4))  # the window starts at 2
+
+    def sync(after: int, **kwargs: object) -> list[DeliveryBatch] | None:
+        options: dict[str, object] = {
+            "batch_size": 10,
+            "finalize_when_empty": True,
+            "exclude_node": None,
+            "visible_now": lambda _: True,
+        }
+        options.update(kwargs)
+        return recent_delivery(hub.read_recent, after=after, **options)  # type: ignore[arg-type]
+
+    assert sync(0) is None  # behind the window
+    own = OwnRun()
+    assert sync(2, visible_now=lambda _: None, exclude_node="me", own_run=own) is None
+    assert own == OwnRun()
+    assert sync(2) == [DeliveryBatch(tuple(d.operation for d in at(3, 4)), 2, 4, True, 0)]

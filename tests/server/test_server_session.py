@@ -307,3 +307,76 @@ async def test_refuse_connection_sends_one_error_and_closes() -> None:
             True,
         )
         assert await pipe.closed_with() == 4029
+
+
+class RecordingTransport(PipeTransport):
+    """A pipe that also notes, in a log shared by several pipes, each frame as it is sent."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._name = name
+        self._log = log
+
+    async def send(self, frame: Frame) -> None:
+        self._log.append((self._name, json.loads(frame)["type"]))
+        await super().send(frame)
+
+
+async def test_a_commit_is_relayed_before_the_writer_is_acknowledged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, str]] = []
+    async with server() as env:
+        pipes = {}
+        for name in ("reader-1", "reader-2", "writer"):
+            pipe = pipes[name] = RecordingTransport(name, log)
+            env.nursery.start_soon(SyncSession(env.ctx, pipe, session_id=name).run)
+            await pipe.put(handshake(name))
+            (_, final) = await pipe.get_until("operation-batch")
+            await pipe.put(ack(final["messageId"], final["maxDeliverySequence"]))
+        log.clear()
+        written = make_op("writer", 1)
+        await pipes["writer"].put(batch([operation_to_wire(written)]))
+        assert (await pipes["writer"].get())["type"] == "acknowledgment"
+        for name in ("reader-1", "reader-2"):
+            relayed = await pipes[name].get()
+            assert [op["id"] for op in relayed["operations"]] == [written.id]
+        assert log[-1] == ("writer", "acknowledgment")
+        assert sorted(log[:-1]) == [
+            ("reader-1", "operation-batch"),
+            ("reader-2", "operation-batch"),
+        ]
+        # Both readers' frames were built around one encoding of the operation.
+        assert env.ctx.encodings.misses == 1
+        assert env.ctx.encodings.hits == 1
+
+
+async def test_a_scoped_session_gets_only_what_its_scope_lets_through(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with server() as env:
+        scoped = env.connect()
+        hello = json.loads(handshake("scoped"))
+        hello["syncScope"] = {"notes": {}}
+        await scoped.put(json_stringify(hello))
+        response, final = await scoped.get_until("operation-batch")
+        assert response["acceptedScope"] == {"notes": {}}
+        await scoped.put(ack(final["messageId"], final["maxDeliverySequence"]))
+        everyone = env.connect()
+        await everyone.put(handshake("everyone"))
+        (_, final) = await everyone.get_until("operation-batch")
+        await everyone.put(ack(final["messageId"], final["maxDeliverySequence"]))
+        writer = env.connect()
+        await writer.put(handshake("writer"))
+        await writer.get_until("operation-batch")
+        todo = make_op("writer", 1)
+        note = attrs.evolve(
+            todo, collection="notes", record_id="note-1", sequence_number=2
+        ).with_computed_id()
+        await writer.put(batch([operation_to_wire(todo), operation_to_wire(note)]))
+        await writer.get_until("acknowledgment")
+        seen = await everyone.get()
+        assert [op["id"] for op in seen["operations"]] == [todo.id, note.id]
+        narrowed = await scoped.get()
+        assert [op["id"] for op in narrowed["operations"]] == [note.id]
+        assert (narrowed["baseDeliverySequence"], narrowed["maxDeliverySequence"]) == (0, 2)
