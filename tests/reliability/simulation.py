@@ -32,17 +32,19 @@ Invariants checked (reliability.md B1):
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import attrs
 import trio
 import trio.lowlevel
 
+import kora.core.ids
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.server import MemoryServerStore
 from kora.store import Store
@@ -50,6 +52,7 @@ from kora.store.errors import RecordExistsError, RecordNotFoundError
 from kora.store.memory import open_memory_store
 from kora.store.values import LocalMutation
 from kora.sync import SyncOptions, open_sync
+from kora.sync.transport import Frame, Transport, TransportFactory
 from kora.testing import ChaosConfig, NetworkLink, chaos_transport, open_loop_server
 from kora.testing.chaos import ChaosStats
 from kora.testing.loop_server import EPOCH_MS
@@ -97,6 +100,7 @@ class Counts:
     swizzles: int = 0
     chaos_faults: int = 0
     converge_seconds: float = 0.0
+    trace: str = ""  # the hash of the run's trace (see Trace)
 
 
 def dyadic(seconds: float) -> float:
@@ -109,8 +113,117 @@ def dyadic(seconds: float) -> float:
     return round(seconds * 1024) / 1024
 
 
+@contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Make a run inside the ``with`` block a function of ``seed`` alone.
+
+    Whatever ran before in the process must not matter, and three things would let it:
+
+    * trio's scheduler: each batch of runnable tasks runs in the order the tasks were
+      woken, or reversed at random.  That order follows memory addresses: timeouts that
+      expire at the same virtual instant (common here, times are dyadic) are taken in
+      ``id(cancel_scope)`` order, and a cancelled scope wakes its tasks in set order.
+      With ``_ALLOW_DETERMINISTIC_SCHEDULING`` (what trio does under Hypothesis) each batch
+      is sorted by task creation order before it is shuffled with ``trio._core._run._r``,
+      which we seed;
+    * ``kora.core.ids.uuid7`` (message ids, the server's node id) reads the real clock and
+      ``secrets``: it is replaced by a seeded generator;
+    * string hashes: the worker runs with ``PYTHONHASHSEED=0``.
+    """
+    run = trio._core._run
+    generator = type(kora.core.ids.uuid7)
+    saved = run._ALLOW_DETERMINISTIC_SCHEDULING, generator.__call__, run._r.getstate()
+    counter = itertools.count(random.Random(seed).getrandbits(60))
+
+    def seeded_uuid7(self: object) -> str:
+        # A well-formed UUIDv7 at EPOCH_MS; increasing, like the real ones.
+        value = (EPOCH_MS << 80) | (0x7 << 76) | (0b10 << 62) | next(counter)
+        text = f"{value:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    run._r.seed(seed)
+    run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    generator.__call__ = seeded_uuid7  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        run._ALLOW_DETERMINISTIC_SCHEDULING = saved[0]  # type: ignore[misc]
+        generator.__call__ = saved[1]  # type: ignore[method-assign]
+        run._r.setstate(saved[2])
+
+
 class SimulationFailure(AssertionError):
     """An invariant failed; the message names the seed."""
+
+
+class Trace:
+    """What a run did, in order: a running hash, and optionally the lines themselves.
+
+    Every frame that reaches the server or a client (after the chaos), every timeline
+    event and every engine event goes in, stamped with the virtual time, so two runs of a
+    seed share the hash only if they made the same schedule.  It ends at the verdict (the
+    teardown after it is of no interest).
+    """
+
+    def __init__(self, keep_lines: bool = False) -> None:
+        self._hash = hashlib.blake2b(digest_size=16)
+        self.lines: list[str] | None = [] if keep_lines else None
+        self.events = 0
+        self.closed = False
+
+    def note(self, text: str, frame: Frame | None = None) -> None:
+        if self.closed:
+            return
+        line = f"{trio.current_time():.6f} {text}"
+        self._hash.update(line.encode())
+        self.events += 1
+        if frame is not None:
+            data = frame.encode() if isinstance(frame, str) else frame
+            self._hash.update(data)
+            if self.lines is not None:
+                line += f" {len(data)} {hashlib.blake2b(data, digest_size=6).hexdigest()}"
+        if self.lines is not None:
+            self.lines.append(line)
+
+    def close(self, verdict: str) -> None:
+        self.note(verdict)
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class _TracedTransport:
+    def __init__(self, inner: Transport, trace: Trace, name: str) -> None:
+        self._inner = inner
+        self._trace = trace
+        self._name = name
+
+    async def send(self, frame: Frame) -> None:
+        self._trace.note(f"{self._name} >", frame)
+        await self._inner.send(frame)
+
+    async def receive(self) -> Frame:
+        frame = await self._inner.receive()
+        self._trace.note(f"{self._name} <", frame)
+        return frame
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def traced(inner: TransportFactory, trace: Trace, client: int) -> TransportFactory:
+    """``inner`` whose connections note every frame in ``trace``."""
+    connections = itertools.count(1)
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Transport]:
+        name = f"c{client}.{next(connections)}"
+        trace.note(f"{name} open")
+        async with inner() as transport:
+            yield _TracedTransport(transport, trace, name)
+
+    return connect
 
 
 @attrs.define
@@ -168,8 +281,9 @@ def _oracle(ops: list[Operation]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 class Simulation:
-    def __init__(self, seed: int, profile: Profile) -> None:
+    def __init__(self, seed: int, profile: Profile, trace: Trace | None = None) -> None:
         self.seed = seed
+        self.trace = trace if trace is not None else Trace()
         self.profile = profile
         self.rng = random.Random(seed)
         self.counts = Counts()
@@ -180,6 +294,7 @@ class Simulation:
         self.nursery: trio.Nursery | None = None
 
     def fail(self, message: str) -> SimulationFailure:
+        self.trace.close(f"failed: {message}")
         return SimulationFailure(f"seed {self.seed}: {message}")
 
     def now_ms(self) -> int:
@@ -204,7 +319,7 @@ class Simulation:
                     )
                 )
                 chaos = chaos_transport(
-                    self.server.connect,
+                    traced(self.server.connect, self.trace, index),
                     lambda: self.chaos,
                     seed=self.rng.getrandbits(64),
                     stats=self.chaos_stats,
@@ -235,6 +350,7 @@ class Simulation:
             events = {"sync:connected"}
 
             def emit(name: str, payload: Any) -> None:
+                self.trace.note(f"c{client.index} {name}")
                 if name in events:
                     client.connections += 1
                 elif name == "sync:apply-failed" and len(client.apply_failures) < 20:
@@ -471,8 +587,9 @@ class Simulation:
     async def run(self) -> Counts:
         async with self.running():
             start = trio.current_time()
-            for when, _, action in self.timeline():
+            for index, (when, _, action) in enumerate(self.timeline()):
                 await trio.sleep_until(start + when)
+                self.trace.note(f"event {index}")
                 await action()
                 await self.sample_vectors()
             # The last fault: heal everything, stop the chaos, count connections from here.
@@ -495,12 +612,14 @@ class Simulation:
                     )
             await self.check()
             await self.sample_vectors()
+            self.trace.close(f"passed {digest(await server_dump(self.server.store, COLLECTIONS))}")
+        self.counts.trace = self.trace.hexdigest()
         return self.counts
 
 
-async def simulate(seed: int, profile: Profile | None = None) -> Counts:
+async def simulate(seed: int, profile: Profile | None = None, trace: Trace | None = None) -> Counts:
     """Run one seed; raises ``SimulationFailure`` (naming the seed) if an invariant fails."""
-    return await Simulation(seed, profile or Profile()).run()
+    return await Simulation(seed, profile or Profile(), trace).run()
 
 
-__all__ = ["Counts", "Profile", "SimulationFailure", "simulate"]
+__all__ = ["Counts", "Profile", "SimulationFailure", "Trace", "deterministic", "simulate"]

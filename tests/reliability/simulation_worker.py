@@ -1,8 +1,9 @@
 """Runs simulation seeds in a separate process; one JSON line per seed on stdout.
 
 ``python simulation_worker.py SEED [SEED ...]``.  Each seed gets its own ``trio.run`` under
-``MockClock(autojump_threshold=0)``, with trio's scheduler randomness seeded from the seed;
-run it with ``PYTHONHASHSEED=0`` (the battery does) and a seed replays exactly.
+``MockClock(autojump_threshold=0)`` inside ``simulation.deterministic(seed)``, so a seed
+replays exactly, whatever ran before it in the process: each line carries the hash of the
+run's trace (``simulation.Trace``), which two runs of a seed must share.
 """
 
 from __future__ import annotations
@@ -19,43 +20,53 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simulation import Profile, SimulationFailure, simulate
+from simulation import Profile, SimulationFailure, Trace, deterministic, simulate
 
 
-def run_seed(seed: int) -> dict[str, object]:
-    # trio shuffles each batch of runnable tasks with this generator; seeding it makes
-    # the schedule a function of the seed (trio._core._run, as of trio 0.27+).
-    trio._core._run._r.seed(seed)
-    started = time.perf_counter()
+def _error(seed: int, exc: BaseException) -> str:
+    if isinstance(exc, SimulationFailure):
+        return str(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        matched, _ = exc.split(SimulationFailure)
+        if matched is not None:
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            return str(first)
+    return f"seed {seed}: crashed: {exc!r}"  # a crash is a failure of this seed
+
+
+def run_seed(seed: int, trace_to: Path | None = None) -> dict[str, object]:
+    """Run one seed; its result line (``trace_to``: also write the trace's lines there)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    trace = Trace(keep_lines=trace_to is not None)
+    result: dict[str, object] = {"seed": seed}
     try:
-        counts = trio.run(
-            simulate, seed, Profile(), clock=trio.testing.MockClock(autojump_threshold=0)
-        )
-    except SimulationFailure as failure:
-        return {"seed": seed, "ok": False, "error": str(failure)}
-    except BaseExceptionGroup as group:
-        matched, _ = group.split(SimulationFailure)
-        if matched is None:
-            return {"seed": seed, "ok": False, "error": f"seed {seed}: crashed: {group!r}"}
-        first: BaseException = matched
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        return {"seed": seed, "ok": False, "error": str(first)}
-    except BaseException as exc:  # a crash is a failure of this seed, reported with it
-        return {"seed": seed, "ok": False, "error": f"seed {seed}: crashed: {exc!r}"}
-    return {
-        "seed": seed,
-        "ok": True,
-        "counts": {
-            "operations": counts.operations,
-            "partitions": counts.partitions,
-            "client_restarts": counts.client_restarts,
-            "server_restarts": counts.server_restarts,
-            "swizzles": counts.swizzles,
-            "chaos_faults": counts.chaos_faults,
-            "converge_seconds": counts.converge_seconds,
-        },
+        with deterministic(seed):
+            counts = trio.run(
+                simulate, seed, Profile(), trace, clock=trio.testing.MockClock(autojump_threshold=0)
+            )
+    except BaseException as exc:
+        result |= {"ok": False, "error": _error(seed, exc)}
+    else:
+        result |= {
+            "ok": True,
+            "counts": {
+                "operations": counts.operations,
+                "partitions": counts.partitions,
+                "client_restarts": counts.client_restarts,
+                "server_restarts": counts.server_restarts,
+                "swizzles": counts.swizzles,
+                "chaos_faults": counts.chaos_faults,
+                "converge_seconds": counts.converge_seconds,
+            },
+        }
+    if trace_to is not None and trace.lines is not None:
+        trace_to.write_text("\n".join(trace.lines) + "\n", encoding="utf-8")
+    return result | {
+        "trace": trace.hexdigest(),
         "wall": round(time.perf_counter() - started, 3),
+        "cpu": round(time.process_time() - cpu, 3),
     }
 
 
@@ -65,10 +76,14 @@ def main() -> None:
     # *thread* that spawned us ends, and trio spawns processes from a worker thread.)
     parent = os.getppid()
     logging.disable(logging.WARNING)  # chaos makes the engine warn a lot; results say enough
+    # KORA_SIM_TRACE_DIR: write each seed's trace, line by line, to DIR/SEED.trace (to find
+    # where two runs of a seed part ways: diff the files).
+    trace_dir = os.environ.get("KORA_SIM_TRACE_DIR")
     for seed in map(int, sys.argv[1:]):
         if os.getppid() != parent:
             return
-        print(json.dumps(run_seed(seed)), flush=True)
+        trace_to = Path(trace_dir) / f"{seed}.trace" if trace_dir else None
+        print(json.dumps(run_seed(seed, trace_to)), flush=True)
 
 
 if __name__ == "__main__":
