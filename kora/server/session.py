@@ -261,7 +261,7 @@ class SyncSession:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._reader, nursery.cancel_scope)
                         nursery.start_soon(self._pusher, subscription)
-                        nursery.start_soon(self._shutdown_watch, nursery.cancel_scope)
+                        nursery.start_soon(self._watch, subscription, nursery.cancel_scope)
                 except* SessionClosed as group:
                     # Several tasks can end the session at once; the first reason is sent.
                     await self._close(_first_closed(group))
@@ -291,8 +291,19 @@ class SyncSession:
         )
         await self._transport.close(closed.close_code, closed.reason)
 
-    async def _shutdown_watch(self, cancel_scope: trio.CancelScope) -> None:
-        await self._ctx.shutdown.wait()
+    async def _watch(self, subscription: Subscription, cancel_scope: trio.CancelScope) -> None:
+        """Wake the pusher every ``redelivery_interval`` (to re-send what stays unacknowledged,
+        and as a safety net should a commit's wake-up go missing); close on shutdown.
+
+        A timer here rather than a timeout around each of the pusher's waits: a wake-up
+        then costs no cancel scope, which adds up when one commit wakes every session.
+        """
+        shutdown = self._ctx.shutdown
+        interval = self._ctx.limits.redelivery_interval
+        while not shutdown.is_set():
+            with trio.move_on_after(interval):
+                await shutdown.wait()
+            subscription.notify()
         async with self._lock:  # let the batch in progress finish and be acknowledged
             await self._close(SessionClosed(CloseCode.GOING_AWAY, "server shutting down"))
         cancel_scope.cancel()
@@ -568,8 +579,7 @@ class SyncSession:
         interval = self._ctx.limits.redelivery_interval
         protocol = self._protocol
         while True:
-            with trio.move_on_after(interval):
-                await subscription.wait()
+            await subscription.wait()  # a commit, or the watch's timer
             async with self._lock:
                 if self._protocol.closed:
                     return  # shutdown closed the session while we waited for the lock

@@ -332,3 +332,47 @@ def test_encode_formats_numbers_like_javascript() -> None:
 def test_encode_refuses_what_is_not_a_message() -> None:
     with pytest.raises(LocalProtocolError):
         CODEC.encode("hello")  # type: ignore[arg-type]
+
+
+ACK_TEXT = (
+    '{"type":"acknowledgment","messageId":"%s","acknowledgedMessageId":"%s",'
+    '"lastSequenceNumber":%s%s}'
+)
+
+
+@pytest.mark.parametrize(
+    ("message_id", "acknowledged", "last", "delivery"),
+    [
+        ("0190f0a0-0000-7000-8000-000000000001", "b", "1", ',"deliverySequence":6'),
+        ("", "x y", "0", ""),
+        ("m", "b", "9007199254740991", ',"deliverySequence":9007199254740991'),
+        ("m", "b", "9007199254740992", ""),  # beyond 2**53-1
+        ("m", "b", "1", ',"deliverySequence":9007199254740992'),
+        ("m", "b", "01", ""),  # not a JSON number
+        ("m", "b", "-1", ""),
+        ("m", "b", "1.0", ""),
+        ("m", "b", "1", ',"deliverySequence":null'),
+        ("m\\u0041", "b", "1", ""),  # an escape: the full decoder unescapes it
+        ("m", "b", "1", ',"deliverySequence":2,"extra":true'),
+        ("m", "b", "1", ',"lastSequenceNumber":2'),  # a repeated key
+        ("é", "b", "1", ""),
+    ],
+)
+def test_plain_acknowledgments_decode_as_the_full_decoder_does(
+    message_id: str, acknowledged: str, last: str, delivery: str
+) -> None:
+    plain = ACK_TEXT % (message_id, acknowledged, last, delivery)
+    spaced = "{ " + plain[1:]  # the same message, never on the short path
+
+    def outcome(frame: str | bytes) -> Any:
+        try:
+            message = CODEC.decode(frame)
+        except RemoteProtocolError as exc:
+            return ("refused", exc.code)
+        return ("decoded", message, dict(message.extra))
+
+    expected = outcome(spaced)
+    for frame in (plain, plain.encode("utf-8")):
+        assert outcome(frame) == expected
+    if expected[0] == "decoded":
+        assert isinstance(expected[1], Acknowledgment)
