@@ -34,19 +34,33 @@ time is corrected by how far it ran ahead, so later writes are not ahead again.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+import secrets
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Final, Protocol
 
 import attrs
 
 from kora.core.atomic import apply_atomic_op
 from kora.core.errors import InvalidTimestampError, RemoteClockDriftError, ValidationError
-from kora.core.hlc import MAX_INGEST_FUTURE_MS, MAX_WALL_TIME, HLCTimestamp, HybridLogicalClock
-from kora.core.ids import uuid7
+from kora.core.hlc import (
+    MAX_INGEST_FUTURE_MS,
+    MAX_LOGICAL,
+    MAX_REMOTE_AHEAD_MS,
+    MAX_WALL_TIME,
+    HLCTimestamp,
+    HybridLogicalClock,
+)
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.merge import RecordState, apply, fold, is_newer
-from kora.store._fast_ops import build_operation, encode_sorted, serialize_timestamp
+from kora.store._fast_ops import (
+    InsertBuilder,
+    build_operation,
+    encode_sorted,
+    new_hlc_timestamp,
+    serialize_timestamp,
+)
 from kora.store.errors import RecordExistsError, RecordNotFoundError
 from kora.store.values import ChangeSet, LocalMutation, RemoteRejection
 
@@ -103,13 +117,34 @@ class TxReader(Protocol):
 EncodedOp = tuple[str, str | None, str | None, str | None, str]
 
 
+#: One row of the op log as SQLite stores it (without the rowid): ``(id, node id, sequence
+#: number, type, collection, record id, serialized timestamp, data, previous data, atomic ops,
+#: causal deps, schema version, transaction id, mutation name)``, the JSON columns encoded
+#: once (and so validated) by the engine.
+OpRow = tuple[
+    str, str, int, str, str, str, str, str | None, str | None, str | None, str, int,
+    str | None, str | None,
+]  # fmt: skip
+
+_TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
+
+
+def op_row(op: Operation, encoded: EncodedOp) -> OpRow:
+    stamp, data, previous, atomic, deps = encoded
+    return (op.id, op.node_id, op.sequence_number, _TYPE_TEXT[op.type], op.collection,
+            op.record_id, stamp, data, previous, atomic, deps, op.schema_version,
+            op.transaction_id, op.mutation_name)  # fmt: skip
+
+
 @attrs.define
 class TxWrites:
     """Everything one transaction writes, in the order the backend must apply it."""
 
     ops: list[Operation] = attrs.field(factory=list)
-    encoded: list[EncodedOp] = attrs.field(factory=list)
-    enqueue: list[str] = attrs.field(factory=list)
+    #: The op log row of each of ``ops``, in the same order.
+    rows: list[OpRow] = attrs.field(factory=list)
+    #: Every one of ``ops`` enters the outbound queue (a local write), in order.
+    queued: bool = False
     #: Final state of every touched record, except the new ones in ``fresh``.
     records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
     #: Records this transaction created with one insert and nothing else: the insert, its
@@ -122,9 +157,9 @@ class TxWrites:
     #: ``ops`` grouped by record, built on the first out-of-order merge, then kept current.
     pending_by_record: dict[RecordKey, list[Operation]] | None = None
 
-    def add_op(self, op: Operation, encoded: EncodedOp) -> None:
+    def add_op(self, op: Operation, row: OpRow) -> None:
         self.ops.append(op)
-        self.encoded.append(encoded)
+        self.rows.append(row)
         if self.pending_by_record is not None:
             self.pending_by_record.setdefault((op.collection, op.record_id), []).append(op)
 
@@ -219,7 +254,24 @@ def fresh_state(op: Operation, stamp: str) -> RecordState:
     )
 
 
-def _deps_json(deps: list[str]) -> str:
+def _uuid7_run() -> Iterator[str]:
+    """Record ids for one transaction: UUIDv7 (RFC 9562) of this millisecond whose 73 random
+    bits start at random and then count, as section 6.2 method 2 allows.
+
+    Cheaper than ``kora.core.ids.uuid7`` per id.  The run is strictly increasing; ids of
+    separate runs (and of ``uuid7``) within one millisecond are unique but not ordered.
+    The top bit of ``rand_b`` starts clear, so counting never reaches the variant bits.
+    """
+    ms = (time.time_ns() // 1_000_000) % (1 << 48)
+    high = f"{(ms << 16) | (0x7 << 12) | secrets.randbits(12):016x}"
+    head = f"{high[:8]}-{high[8:12]}-{high[12:]}-"
+    low = (0b10 << 62) | secrets.randbits(61)
+    while True:
+        yield f"{head}{low >> 48:04x}-{low & 0xFFFFFFFFFFFF:012x}"
+        low += 1
+
+
+def _deps_json(deps: Sequence[str]) -> str:
     # Local op ids are hex digests: nothing to escape.
     return '["' + '","'.join(deps) + '"]' if deps else "[]"
 
@@ -284,6 +336,11 @@ class Replica:
     ) -> TxWrites:
         """Turn local mutations into one transaction's writes.
 
+        The hot path is a batch of inserts of new records: their timestamps are consecutive
+        ticks of the clock (it reads the physical time once per transaction, then counts;
+        the transaction commits as one), their ids one run of UUIDv7, and their operations
+        and rows are built directly (``InsertBuilder``).
+
         Raises:
             ValidationError: A mutation is malformed.
             RecordNotFoundError: An update or delete of a missing or deleted record.
@@ -291,12 +348,23 @@ class Replica:
         """
         if transaction_id is not None:
             _check_name("transaction_id", transaction_id)
-        tx = TxWrites()
+        tx = TxWrites(queued=True)
         node = self.node_id
         seq = self.vv.get(node, 0)
+        schema_version = self.schema_version
         previous_in_tx: str | None = None
         records = tx.records
+        fresh = tx.fresh
         last_local = tx.last_local
+        ops = tx.ops
+        rows = tx.rows
+        builders: dict[str, InsertBuilder] = {}
+        record_ids: Iterator[str] | None = None
+        insert = OpType.INSERT
+        # The clock: ``now()`` for the first operation, then consecutive ticks.
+        wall = logical = -1
+        wall_prefix = ""
+        node_suffix = ":" + node
         for mutation in mutations:
             collection = mutation.collection
             if type(collection) is not str or not collection:
@@ -305,9 +373,11 @@ class Replica:
             record_id = mutation.record_id
             current: RecordState | None
             if record_id is None:
-                if op_type is not OpType.INSERT:
+                if op_type is not insert:
                     raise ValidationError(f"{op_type} needs a record_id")
-                record_id = uuid7()
+                if record_ids is None:
+                    record_ids = _uuid7_run()
+                record_id = next(record_ids)
                 current = None  # a fresh UUIDv7 cannot name an existing record
                 key = (collection, record_id)
             else:
@@ -315,76 +385,119 @@ class Replica:
                 key = (collection, record_id)
                 current = tx.current(key) or reader.load_record(collection, record_id)
 
-            atomic_ops: dict[str, AtomicOp] | None = None
-            previous: dict[str, JsonValue] | None = None
-            data: Mapping[str, JsonValue] | None
-            if op_type is OpType.INSERT:
-                if current is not None and not current.deleted:
-                    raise RecordExistsError(f"{collection}/{record_id} already exists")
-                data = mutation.data  # build_operation copies it
-                if (type(data) is not dict and not isinstance(data, Mapping)) or mutation.atomic:
-                    raise ValidationError("an insert needs data (a mapping) and no atomic ops")
-            elif op_type is OpType.UPDATE:
-                if current is None or current.deleted:
-                    raise RecordNotFoundError(f"cannot update {collection}/{record_id}: not found")
-                changed = dict(mutation.data or {})
-                if mutation.atomic:
-                    atomic_ops = dict(mutation.atomic)
-                    for name, intent in atomic_ops.items():
-                        if name in changed:
-                            raise ValidationError(f"field {name!r} is both set and atomic")
-                        changed[name] = apply_atomic_op(current.fields.get(name), intent)
-                if not changed:
-                    raise ValidationError("an update must change at least one field")
-                old = current.fields
-                previous = {name: old[name] for name in changed if name in old}
-                data = changed
-            elif op_type is OpType.DELETE:
-                if current is None or current.deleted:
-                    raise RecordNotFoundError(f"cannot delete {collection}/{record_id}: not found")
-                if mutation.data is not None or mutation.atomic:
-                    raise ValidationError("a delete carries no data")
-                data = None
-            else:
-                raise ValidationError(f"unknown operation type {op_type!r}")
-
-            deps: list[str] = []
             last_here = last_local.get(collection) or self._last_local_op(reader, collection)
-            if last_here is not None:
-                deps.append(last_here)
-            if transaction_id is not None and previous_in_tx and previous_in_tx not in deps:
-                deps.append(previous_in_tx)
-
-            timestamp = self.clock.now()
-            seq += 1
-            op, data_text, stamp = build_operation(
-                node_id=node, op_type=op_type, collection=collection, record_id=record_id,
-                data=data, previous_data=previous, timestamp=timestamp, sequence_number=seq,
-                causal_deps=tuple(deps), schema_version=self.schema_version,
-                atomic_ops=atomic_ops, transaction_id=transaction_id,
-                mutation_name=mutation.mutation_name,
-            )  # fmt: skip
-            if current is None and data_text is not None and op_type is OpType.INSERT:
-                tx.fresh[key] = (op, stamp, data_text)
+            deps: tuple[str, ...]
+            if transaction_id is None or previous_in_tx is None or previous_in_tx == last_here:
+                deps = () if last_here is None else (last_here,)
             else:
-                records[key] = self._merge(reader, tx, current, op)
-            tx.add_op(
-                op,
-                (
-                    stamp,
-                    data_text,
-                    None if previous is None else dumps(previous),
-                    _encode_atomic(atomic_ops),
-                    _deps_json(deps),
-                ),
-            )
-            tx.enqueue.append(op.id)
-            last_local[collection] = op.id
-            previous_in_tx = op.id
-        if tx.ops:
+                deps = (previous_in_tx,) if last_here is None else (last_here, previous_in_tx)
+
+            if wall < 0:
+                first = self.clock.now()
+                wall, logical = first.wall_time, first.logical
+                wall_prefix = f"{wall:015d}:"
+            else:
+                logical += 1
+                if logical > MAX_LOGICAL:  # as the clock does: borrow a millisecond
+                    wall, logical = wall + 1, 0
+                    wall_prefix = f"{wall:015d}:"
+            timestamp = new_hlc_timestamp(wall, logical, node)
+            stamp = f"{wall_prefix}{logical:05d}{node_suffix}"
+            seq += 1
+            data = mutation.data
+            if op_type is insert and current is None and type(data) is dict and not mutation.atomic:
+                builder = builders.get(collection)
+                if builder is None:
+                    builder = builders[collection] = InsertBuilder(
+                        node, collection, schema_version, transaction_id
+                    )
+                op, insert_text = builder.build(
+                    record_id, data, timestamp, stamp, seq, deps, mutation.mutation_name,
+                    mutation.record_id is None,
+                )  # fmt: skip
+                fresh[key] = (op, stamp, insert_text)
+                row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp, insert_text,
+                              None, None, _deps_json(deps), schema_version, transaction_id,
+                              op.mutation_name)  # fmt: skip
+            else:
+                op, data_text, previous = self._build_local(
+                    reader, tx, mutation, collection, record_id, current, timestamp, seq, deps,
+                    transaction_id,
+                )  # fmt: skip
+                if current is None and data_text is not None and op_type is insert:
+                    fresh[key] = (op, stamp, data_text)
+                else:
+                    records[key] = self._merge(reader, tx, current, op)
+                row = (op.id, node, seq, _TYPE_TEXT[op.type], collection, record_id, stamp,
+                       data_text, None if previous is None else dumps(previous),
+                       _encode_atomic(op.atomic_ops), _deps_json(deps), schema_version,
+                       transaction_id, op.mutation_name)  # fmt: skip
+            ops.append(op)
+            rows.append(row)
+            if tx.pending_by_record is not None:
+                tx.pending_by_record.setdefault(key, []).append(op)
+            last_local[collection] = previous_in_tx = op.id
+        if ops:
             tx.vv[node] = seq
+            self.clock.advance_to(new_hlc_timestamp(wall, logical, node))
             tx.clock_last = self.clock.last
         return tx
+
+    def _build_local(
+        self,
+        reader: TxReader,
+        tx: TxWrites,
+        mutation: LocalMutation,
+        collection: str,
+        record_id: str,
+        current: RecordState | None,
+        timestamp: HLCTimestamp,
+        seq: int,
+        deps: tuple[str, ...],
+        transaction_id: str | None,
+    ) -> tuple[Operation, str | None, dict[str, JsonValue] | None]:
+        """Any local operation: the operation, its data's JSON and its previous data."""
+        op_type = mutation.type
+        atomic_ops: dict[str, AtomicOp] | None = None
+        previous: dict[str, JsonValue] | None = None
+        data: Mapping[str, JsonValue] | None
+        if op_type is OpType.INSERT:
+            if current is not None and not current.deleted:
+                raise RecordExistsError(f"{collection}/{record_id} already exists")
+            data = mutation.data  # build_operation copies it
+            if (type(data) is not dict and not isinstance(data, Mapping)) or mutation.atomic:
+                raise ValidationError("an insert needs data (a mapping) and no atomic ops")
+        elif op_type is OpType.UPDATE:
+            if current is None or current.deleted:
+                raise RecordNotFoundError(f"cannot update {collection}/{record_id}: not found")
+            changed = dict(mutation.data or {})
+            if mutation.atomic:
+                atomic_ops = dict(mutation.atomic)
+                for name, intent in atomic_ops.items():
+                    if name in changed:
+                        raise ValidationError(f"field {name!r} is both set and atomic")
+                    changed[name] = apply_atomic_op(current.fields.get(name), intent)
+            if not changed:
+                raise ValidationError("an update must change at least one field")
+            old = current.fields
+            previous = {name: old[name] for name in changed if name in old}
+            data = changed
+        elif op_type is OpType.DELETE:
+            if current is None or current.deleted:
+                raise RecordNotFoundError(f"cannot delete {collection}/{record_id}: not found")
+            if mutation.data is not None or mutation.atomic:
+                raise ValidationError("a delete carries no data")
+            data = None
+        else:
+            raise ValidationError(f"unknown operation type {op_type!r}")
+        op, data_text, _ = build_operation(
+            node_id=self.node_id, op_type=op_type, collection=collection, record_id=record_id,
+            data=data, previous_data=previous, timestamp=timestamp, sequence_number=seq,
+            causal_deps=deps, schema_version=self.schema_version,
+            atomic_ops=atomic_ops, transaction_id=transaction_id,
+            mutation_name=mutation.mutation_name,
+        )  # fmt: skip
+        return op, data_text, previous
 
     def _last_local_op(self, reader: TxReader, collection: str) -> str | None:
         if collection not in self._last_local:
@@ -397,6 +510,10 @@ class Replica:
         self, reader: TxReader, ops: Iterable[Operation]
     ) -> tuple[TxWrites, int, list[RemoteRejection]]:
         """Plan the application of remote operations; never raises for one bad operation.
+
+        The clock receives the batch's newest timestamp once, at the end; each operation is
+        checked for drift against the physical time read at the start, as ``receive`` would
+        (the first operation a never-ticked clock receives is exempt, as there).
 
         Returns:
             The writes (``tx.ops`` are the newly applied operations), the number of
@@ -419,13 +536,31 @@ class Replica:
         seen: set[str] = set()
         claimed: dict[tuple[str, int], str] = {}
         duplicates = 0
+        clock = self.clock
+        exempt = clock.last is None and clock.reference_offset is None
+        drift_limit = clock.corrected_physical_time() + MAX_REMOTE_AHEAD_MS
+        newest: HLCTimestamp | None = None
+        newest_wall = newest_logical = -1
+        vv = self.vv
+        tx_vv = tx.vv
+        fresh = tx.fresh
+        insert = OpType.INSERT
         for op in batch:
-            if op.id in known or op.id in seen:
+            op_id = op.id
+            if op_id in known or op_id in seen:
                 duplicates += 1
                 continue
             try:
-                encoded = self._check_remote(reader, op, claimed)
-                self.clock.receive(op.timestamp)
+                row = self._check_remote(reader, op, claimed)
+                timestamp = op.timestamp
+                wall = timestamp.wall_time
+                if exempt:
+                    exempt = False
+                elif wall > drift_limit:
+                    raise RemoteClockDriftError(
+                        f"remote timestamp {wall} is {wall - drift_limit} ms beyond the "
+                        f"allowed {MAX_REMOTE_AHEAD_MS} ms ahead of local time"
+                    )
             except InvalidTimestampError as exc:
                 rejected.append(RemoteRejection(op, "INVALID_TIMESTAMP", str(exc), False))
                 continue
@@ -438,60 +573,88 @@ class Replica:
             except ValidationError as exc:
                 rejected.append(RemoteRejection(op, "INVALID_OPERATION", str(exc), False))
                 continue
-            seen.add(op.id)
-            claimed[(op.node_id, op.sequence_number)] = op.id
+            if wall > newest_wall or (wall == newest_wall and timestamp.logical > newest_logical):
+                newest, newest_wall, newest_logical = timestamp, wall, timestamp.logical
+            seen.add(op_id)
+            node, seq = op.node_id, op.sequence_number
+            claimed[(node, seq)] = op_id
             key = (op.collection, op.record_id)
-            current = tx.current(key) or stored.get(key)
-            data_text = encoded[1]
-            if current is None and op.type is OpType.INSERT and data_text is not None:
+            current = tx.records.get(key)
+            if current is None:
+                current = tx.current(key) if key in fresh else stored.get(key)
+            data_text = row[7]
+            if current is None and op.type is insert and data_text is not None:
                 # A new record from one insert: its state is implied (``fresh_state``,
                 # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
-                tx.fresh[key] = (op, encoded[0], data_text)
+                fresh[key] = (op, row[6], data_text)
             else:
                 tx.records[key] = self._merge(reader, tx, current, op)
-            tx.add_op(op, encoded)
-            node, seq = op.node_id, op.sequence_number
-            if seq > tx.vv.get(node, self.vv.get(node, 0)):
-                tx.vv[node] = seq
-        if tx.ops:
-            tx.clock_last = self.clock.last
+            tx.add_op(op, row)
+            if seq > tx_vv.get(node, 0) and seq > vv.get(node, 0):
+                tx_vv[node] = seq
+        if newest is not None:
+            try:
+                clock.receive(newest)
+            except RemoteClockDriftError:
+                # Physical time stepped back during the batch: still never behind what we hold.
+                clock.advance_to(newest)
+            tx.clock_last = clock.last
         return tx, duplicates, rejected
 
     def _check_remote(
         self, reader: TxReader, op: Operation, claimed: Mapping[tuple[str, int], str]
-    ) -> EncodedOp:
-        for kind in ("id", "node_id", "collection", "record_id"):
-            _check_name(kind, getattr(op, kind))
-        if not isinstance(op.type, OpType):
+    ) -> OpRow:
+        """Validate a remote operation; its op log row.
+
+        Raises:
+            ValidationError, InvalidTimestampError, _Conflict: See ``plan_remote``.
+        """
+        op_id, node, collection, record_id = op.id, op.node_id, op.collection, op.record_id
+        if not (
+            type(op_id) is str
+            and op_id
+            and type(node) is str
+            and node
+            and type(collection) is str
+            and collection
+            and type(record_id) is str
+            and record_id
+        ):
+            for kind in ("id", "node_id", "collection", "record_id"):
+                _check_name(kind, getattr(op, kind))
+        type_text = _TYPE_TEXT.get(op.type)
+        if type_text is None or not isinstance(op.type, OpType):
             raise ValidationError(f"unknown operation type {op.type!r}")
         seq = op.sequence_number
         if type(seq) is not int or seq < 0:
             raise ValidationError(f"invalid sequence number {seq!r}")
-        if not isinstance(op.timestamp, HLCTimestamp):
-            raise InvalidTimestampError(f"not an HLC timestamp: {op.timestamp!r}")
-        op.timestamp.validate()
-        if op.data is not None and not isinstance(op.data, Mapping):
+        timestamp = op.timestamp
+        if type(timestamp) is not HLCTimestamp and not isinstance(timestamp, HLCTimestamp):
+            raise InvalidTimestampError(f"not an HLC timestamp: {timestamp!r}")
+        timestamp.validate()
+        data, previous, atomic = op.data, op.previous_data, op.atomic_ops
+        if data is not None and type(data) is not dict and not isinstance(data, Mapping):
             raise ValidationError("operation data must be an object or null")
-        if op.previous_data is not None and not isinstance(op.previous_data, Mapping):
+        if previous is not None and not isinstance(previous, Mapping):
             raise ValidationError("operation previousData must be an object or null")
-        if op.atomic_ops is not None and not all(
-            isinstance(v, AtomicOp) for v in op.atomic_ops.values()
-        ):
+        if atomic is not None and not all(isinstance(v, AtomicOp) for v in atomic.values()):
             raise ValidationError("atomicOps must map fields to atomic ops")
-        encoded: EncodedOp = (
-            serialize_timestamp(op.timestamp),  # validated just above
-            None if op.data is None else _encode(op.data, "data"),
-            None if op.previous_data is None else _encode(op.previous_data, "previousData"),
-            _encode_atomic(op.atomic_ops),
+        row: OpRow = (
+            op_id, node, seq, type_text, collection, record_id,
+            serialize_timestamp(timestamp),  # validated just above
+            None if data is None else _encode(data, "data"),
+            None if previous is None else _encode(previous, "previousData"),
+            _encode_atomic(atomic),
             _encode(list(op.causal_deps), "causalDeps"),
-        )
-        holder = claimed.get((op.node_id, seq))
+            op.schema_version, op.transaction_id, op.mutation_name,
+        )  # fmt: skip
+        holder = claimed.get((node, seq))
         # Above the node's highest stored sequence number, no stored operation holds it.
-        if holder is None and seq <= self.vv.get(op.node_id, 0):
-            holder = reader.op_id_at(op.node_id, seq)
-        if holder is not None and holder != op.id:
-            raise _Conflict(f"sequence {seq} of node {op.node_id} is already held by {holder}")
-        return encoded
+        if holder is None and seq <= self.vv.get(node, 0):
+            holder = reader.op_id_at(node, seq)
+        if holder is not None and holder != op_id:
+            raise _Conflict(f"sequence {seq} of node {node} is already held by {holder}")
+        return row
 
     # ------------------------------------------------------------------- clock rebase
 

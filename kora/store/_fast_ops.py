@@ -24,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import attrs
 
 from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
@@ -34,7 +36,14 @@ from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, Operation, OpType
 from kora.core.operations import create_operation
 
-__all__ = ["build_operation", "encode_sorted", "serialize_timestamp"]
+__all__ = [
+    "InsertBuilder",
+    "build_operation",
+    "encode_sorted",
+    "new_hlc_timestamp",
+    "new_operation",
+    "serialize_timestamp",
+]
 
 # Anything the reference could write differently from the C encoder: exponents, integral
 # floats, integers of 16+ digits (a superset: false alarms only cost the slow path).
@@ -45,6 +54,52 @@ _HIGH_CHARACTER: Final = re.compile("[\ud800-\U0010ffff]")
 _MAX_EXACT_INT: Final = 2**53
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _TYPE_PART: Final = {kind: f'"type":"{kind.value}"' for kind in OpType}
+
+
+C = TypeVar("C")
+
+
+def _slot_constructor(cls: type[C], sample: tuple[Any, ...]) -> Callable[..., C]:
+    """A positional constructor of a frozen, slotted attrs class that fills the slots
+    directly (attrs' ``__init__`` goes through ``object.__setattr__`` once per field).
+
+    Only for classes whose ``__init__`` does nothing else: no validators, converters or
+    post-init hook.  Anything else, or a constructor that does not give what ``cls(*sample)``
+    gives, falls back to ``cls`` itself, so a change of the class can only cost speed.
+    """
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    names = [field.name for field in fields]
+    slots = getattr(cls, "__slots__", ())
+    if (
+        any(f.validator is not None or f.converter is not None or not f.init for f in fields)
+        or hasattr(cls, "__attrs_post_init__")
+        or hasattr(cls, "__attrs_pre_init__")
+        or not all(name in slots for name in names)
+        or len(sample) != len(names)
+    ):
+        return cls
+    params = ", ".join(f"a{i}" for i in range(len(names)))
+    body = "".join(f"    s{i}(o, a{i})\n" for i in range(len(names)))
+    namespace: dict[str, Any] = {f"s{i}": cls.__dict__[n].__set__ for i, n in enumerate(names)}
+    namespace.update(new=object.__new__, cls=cls)
+    exec(f"def construct({params}):\n    o = new(cls)\n{body}    return o\n", namespace)
+    construct: Callable[..., C] = namespace["construct"]
+    made = construct(*sample)
+    if made != cls(*sample) or any(
+        getattr(made, n) is not v for n, v in zip(names, sample, strict=True)
+    ):
+        return cls
+    return construct
+
+
+_SAMPLE_TS: Final = HLCTimestamp(1, 2, "n")
+#: ``HLCTimestamp(wall_time, logical, node_id)``, positional only, for values known valid.
+new_hlc_timestamp: Final = _slot_constructor(HLCTimestamp, (1, 2, "n"))
+#: ``Operation(...)`` with all 14 fields positional, for values known valid.
+new_operation: Final = _slot_constructor(
+    Operation,
+    ("i", "n", OpType.INSERT, "c", "r", {"a": 1}, None, _SAMPLE_TS, 1, ("d",), 1, None, "t", "m"),
+)
 
 
 def _refuse(value: object) -> Any:
@@ -189,3 +244,83 @@ def build_operation(
         mutation_name=mutation_name,
     )
     return op, data_text, stamp
+
+
+_SAFE_ID: Final = re.compile(r"[0-9A-Za-z._:-]*")
+
+
+class InsertBuilder:
+    """``build_operation`` for the inserts of one node into one collection, fast.
+
+    The hot path of a local batch: a flat mapping of str keys to scalars, the op's deps
+    given as JSON already.  Precomputes the parts of the hashed text that do not change.
+    Whatever it is not certain of goes to ``build_operation`` (and on to
+    ``create_operation``), so it gives exactly the same operation.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        collection: str,
+        schema_version: int,
+        transaction_id: str | None,
+    ) -> None:
+        self.node_id = node_id
+        self.collection = collection
+        self.schema_version = schema_version
+        self.transaction_id = transaction_id
+        self._simple = (
+            bool(node_id)
+            and bool(collection)
+            and _SAFE_ID.fullmatch(node_id) is not None
+            and _SAFE_ID.fullmatch(collection) is not None
+        )
+        self._head = f'{{"collection":"{collection}","data":'
+        self._node_part = f',"nodeId":"{node_id}","recordId":"'
+        self._insert = OpType.INSERT
+
+    def build(
+        self,
+        record_id: str,
+        data: Mapping[str, JsonValue],
+        timestamp: HLCTimestamp,
+        stamp: str,
+        sequence_number: int,
+        causal_deps: tuple[str, ...],
+        mutation_name: str | None,
+        safe_id: bool = False,
+    ) -> tuple[Operation, str]:
+        """The insert and its data's JSON.  ``stamp`` is ``timestamp`` serialized;
+        ``safe_id`` says that ``record_id`` is non-empty and needs no JSON escaping (one of
+        our UUIDs), else it is checked.
+
+        Raises:
+            ValidationError: As ``create_operation``.
+        """
+        if (
+            self._simple
+            and type(data) is dict
+            and (safe_id or (_SAFE_ID.fullmatch(record_id) is not None and record_id))
+            and _flat_and_plain(data) is True
+        ):
+            data_text = encode_sorted(data)
+            if data_text.isascii() or _HIGH_CHARACTER.search(data_text) is None:
+                canonical = (
+                    f'{self._head}{data_text}{self._node_part}{record_id}",'
+                    f'"timestamp":"{stamp}","type":"insert"}}'
+                )
+                op = new_operation(
+                    hashlib.sha256(canonical.encode()).hexdigest(), self.node_id, self._insert,
+                    self.collection, record_id, dict(data), None, timestamp, sequence_number,
+                    causal_deps, self.schema_version, None, self.transaction_id, mutation_name,
+                )  # fmt: skip
+                return op, data_text
+        op, text, _ = build_operation(
+            node_id=self.node_id, op_type=self._insert, collection=self.collection,
+            record_id=record_id, data=data, previous_data=None, timestamp=timestamp,
+            sequence_number=sequence_number, causal_deps=causal_deps,
+            schema_version=self.schema_version, atomic_ops=None,
+            transaction_id=self.transaction_id, mutation_name=mutation_name,
+        )  # fmt: skip
+        assert text is not None
+        return op, text

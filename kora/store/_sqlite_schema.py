@@ -88,16 +88,58 @@ CREATE TABLE rejected (
 """
 
 
-def _create_v1(conn: sqlite3.Connection) -> None:
-    for statement in _V1.split(";"):
+#: Version 2: the op log's ids are found through an index on their first 8 hex digits
+#: instead of a unique index on the whole 64: content ids are random, so every insert lands
+#: on a random page of that index, and a commit of N operations rewrote up to N of its pages
+#: (the largest part of a local write's SQL).  Cells of 8 characters make it a sixth of the
+#: size.  A lookup by id reads ``substr(id, 1, 8) = ? AND id = ?``; an id is still stored at
+#: most once, which the planner checks (it looks every incoming id up before inserting).
+_OPS_V2: Final = """
+CREATE TABLE ops_v2 (
+    rowid           INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL,
+    node_id         TEXT NOT NULL,
+    sequence_number INTEGER NOT NULL,
+    type            TEXT NOT NULL,
+    collection      TEXT NOT NULL,
+    record_id       TEXT NOT NULL,
+    hlc             TEXT NOT NULL,
+    data            TEXT,
+    previous_data   TEXT,
+    atomic_ops      TEXT,
+    causal_deps     TEXT NOT NULL,
+    schema_version  INTEGER NOT NULL,
+    transaction_id  TEXT,
+    mutation_name   TEXT,
+    UNIQUE (node_id, sequence_number)
+);
+INSERT INTO ops_v2 SELECT * FROM ops ORDER BY rowid;
+DROP TABLE ops;
+ALTER TABLE ops_v2 RENAME TO ops;
+CREATE INDEX ops_by_record ON ops (collection, record_id);
+CREATE INDEX ops_by_id ON ops (substr(id, 1, 8));
+"""
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript: it would commit the caller's open transaction.
+    for statement in script.split(";"):
         if statement.strip():
             conn.execute(statement)
 
 
+def _create_v1(conn: sqlite3.Connection) -> None:
+    _run_script(conn, _V1)
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    _run_script(conn, _OPS_V2)
+
+
 #: ``MIGRATIONS[n]`` upgrades a database at version ``n`` to ``n + 1`` (0 is an empty file).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _v1_to_v2}
 #: The store schema version this code writes.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:

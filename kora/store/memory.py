@@ -120,8 +120,9 @@ class MemoryStore(Store):
             self._by_record.setdefault((op.collection, op.record_id), []).append(op.id)
         for (collection, record_id), state in tx.all_states().items():
             self._records.setdefault(collection, {})[record_id] = state
-        for op_id in tx.enqueue:
-            self._outbound[op_id] = None
+        if tx.queued:
+            for op in tx.ops:
+                self._outbound[op.id] = None
         self._replica.committed(tx)
 
     def _commit_rebase(self, writes: RebaseWrites) -> None:

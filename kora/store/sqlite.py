@@ -69,7 +69,12 @@ _OP_COLUMNS: Final = (
     "id, node_id, sequence_number, type, collection, record_id, hlc, data, previous_data, "
     "atomic_ops, causal_deps, schema_version, transaction_id, mutation_name"
 )
-_INSERT_OP: Final = f"INSERT INTO ops (rowid, {_OP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_OP: Final = f"INSERT INTO ops ({_OP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_ENQUEUE_FROM: Final = "INSERT INTO outbound (op_rowid) SELECT rowid FROM ops WHERE rowid > ?"
+#: An op log row by id, through the index on the id's first 8 hex digits (schema v2).
+# The unary plus keeps SQLite from propagating ``id = ?`` into ``substr(id, 1, 8)``, which
+# would turn that into a constant and leave the index unused (a full scan).
+_OP_BY_ID: Final = "substr(id, 1, 8) = ? AND +id = ?"
 _RECORD_COLUMNS: Final = (
     "data, field_versions, field_atomic, deleted, version, created_version, last_op_id"
 )
@@ -93,8 +98,6 @@ _SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 #: Keys of ``set_meta`` live under this prefix in the meta table, apart from the store's own.
 _USER_META: Final = "user:"
 _QUEUED_OP_COLUMNS: Final = ", ".join(f"o.{c.strip()}" for c in _OP_COLUMNS.split(","))
-
-_TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
@@ -166,6 +169,11 @@ _RECORD_SELECT: Final = (
 )
 
 
+def _id_key(op_id: object) -> object:
+    """What the op log's id index holds for an id (see ``_OP_BY_ID``)."""
+    return op_id[:8] if isinstance(op_id, str) else op_id
+
+
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]
@@ -209,12 +217,15 @@ class _Reader:
         return [_row_to_op(row) for row in rows]
 
     def known_op_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = set(ids)
         found: set[str] = set()
-        for chunk in _chunks(list(ids)):
+        for chunk in _chunks(sorted({i[:8] for i in wanted if isinstance(i, str)})):
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(f"SELECT id FROM ops WHERE id IN ({marks})", chunk)
+            rows = self._conn.execute(
+                f"SELECT id FROM ops WHERE substr(id, 1, 8) IN ({marks})", chunk
+            )
             found.update(row[0] for row in rows)
-        return found
+        return found & wanted
 
     def op_id_at(self, node_id: str, sequence_number: int) -> str | None:
         row = self._conn.execute(
@@ -264,8 +275,11 @@ def _upsert_records(conn: sqlite3.Connection, states: Iterable[RecordState]) -> 
 def _write_rebase(conn: sqlite3.Connection, writes: RebaseWrites) -> None:
     """Replace the re-stamped rows in place: same rowid, so the queue entries stay put."""
     conn.executemany(
-        "UPDATE ops SET id = ?, hlc = ?, causal_deps = ? WHERE id = ?",
-        [(op.id, encoded[0], encoded[4], old_id) for old_id, op, encoded in writes.replaced],
+        f"UPDATE ops SET id = ?, hlc = ?, causal_deps = ? WHERE {_OP_BY_ID}",
+        [
+            (op.id, encoded[0], encoded[4], _id_key(old_id), old_id)
+            for old_id, op, encoded in writes.replaced
+        ],
     )
     if writes.records:
         _upsert_records(conn, writes.records.values())
@@ -296,23 +310,13 @@ def _set_watermark(conn: sqlite3.Connection, view: str, value: int) -> None:
 def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     """Write a planned transaction with one ``executemany`` per table."""
     if tx.ops:
-        # Explicit rowids, so that the queue can reference them without a lookup per op.
-        (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
-        conn.executemany(
-            _INSERT_OP,
-            [
-                (base + index, op.id, op.node_id, op.sequence_number, _TYPE_TEXT[op.type],
-                 op.collection, op.record_id, *encoded, op.schema_version,
-                 op.transaction_id, op.mutation_name)
-                for index, (op, encoded) in enumerate(zip(tx.ops, tx.encoded, strict=True), 1)
-            ],
-        )  # fmt: skip
-        if tx.enqueue:
-            position = {op.id: base + index for index, op in enumerate(tx.ops, 1)}
-            conn.executemany(
-                "INSERT INTO outbound (op_rowid) VALUES (?)",
-                [(position[op_id],) for op_id in tx.enqueue],
-            )
+        if tx.queued:
+            (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
+        conn.executemany(_INSERT_OP, tx.rows)
+        if tx.queued:
+            # SQLite gives each new row the rowid max + 1, so this transaction's operations
+            # are exactly the rows above the maximum before it, in order (we hold the lock).
+            conn.execute(_ENQUEUE_FROM, (base,))
     if tx.fresh:
         # New records: every field at the record's version, nothing atomic yet.
         conn.executemany(
@@ -566,8 +570,8 @@ class SQLiteStore(Store):
         def work(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
             conn.executemany(
-                "DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE id = ?)",
-                [(i,) for i in ids],
+                f"DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE {_OP_BY_ID})",
+                [(_id_key(i), i) for i in ids],
             )
             return conn.total_changes - before
 
@@ -591,12 +595,12 @@ class SQLiteStore(Store):
         rejection = RejectedOperation(op_id, code, message, bool(retriable), self._physical_clock())
 
         def work(conn: sqlite3.Connection) -> RejectedOperation | None:
-            if conn.execute("SELECT 1 FROM ops WHERE id = ?", (op_id,)).fetchone() is None:
+            found = conn.execute(
+                f"SELECT rowid FROM ops WHERE {_OP_BY_ID}", (_id_key(op_id), op_id)
+            ).fetchone()
+            if found is None:
                 return None
-            conn.execute(
-                "DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE id = ?)",
-                (op_id,),
-            )
+            conn.execute("DELETE FROM outbound WHERE op_rowid = ?", found)
             conn.execute(
                 "INSERT OR REPLACE INTO rejected (op_id, code, message, retriable, rejected_at) "
                 "VALUES (?, ?, ?, ?, ?)",
