@@ -37,7 +37,7 @@ import trio
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation, OpType
 from kora.store import open_sqlite_store
-from kora.store._fast_ops import build_operation
+from kora.store._fast_ops import build_operation, encode_sorted
 from kora.store._sqlite_schema import migrate
 
 OPS = int(os.environ.get("KORA_BENCH_OPS", "100000"))
@@ -98,7 +98,8 @@ def batches(ops: list[Operation]) -> list[list[Operation]]:
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    # The store's encoder: the C json encoder, prebuilt, keys sorted, compact.
+    return encode_sorted(value)
 
 
 def raw_rows(batch: list[Operation]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

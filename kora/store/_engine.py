@@ -545,13 +545,25 @@ class Replica:
         tx_vv = tx.vv
         fresh = tx.fresh
         insert = OpType.INSERT
+        records = tx.records
+        ops_out = tx.ops
+        rows = tx.rows
         for op in batch:
             op_id = op.id
             if op_id in known or op_id in seen:
                 duplicates += 1
                 continue
             try:
-                row = self._check_remote(reader, op, claimed)
+                row = _plain_remote_row(op)
+                if row is None:
+                    row = _check_remote(op)
+                node, seq = row[1], row[2]
+                holder = claimed.get((node, seq))
+                # Above the node's highest stored sequence number, no stored operation holds it.
+                if holder is None and seq <= vv.get(node, 0):
+                    holder = reader.op_id_at(node, seq)
+                if holder is not None and holder != op_id:
+                    raise _Conflict(f"sequence {seq} of node {node} is already held by {holder}")
                 timestamp = op.timestamp
                 wall = timestamp.wall_time
                 if exempt:
@@ -576,20 +588,22 @@ class Replica:
             if wall > newest_wall or (wall == newest_wall and timestamp.logical > newest_logical):
                 newest, newest_wall, newest_logical = timestamp, wall, timestamp.logical
             seen.add(op_id)
-            node, seq = op.node_id, op.sequence_number
             claimed[(node, seq)] = op_id
-            key = (op.collection, op.record_id)
-            current = tx.records.get(key)
+            key = (row[4], row[5])
+            current = records.get(key)
             if current is None:
                 current = tx.current(key) if key in fresh else stored.get(key)
             data_text = row[7]
-            if current is None and op.type is insert and data_text is not None:
+            if current is None and data_text is not None and op.type is insert:
                 # A new record from one insert: its state is implied (``fresh_state``,
                 # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
                 fresh[key] = (op, row[6], data_text)
             else:
-                tx.records[key] = self._merge(reader, tx, current, op)
-            tx.add_op(op, row)
+                records[key] = self._merge(reader, tx, current, op)
+            ops_out.append(op)
+            rows.append(row)
+            if tx.pending_by_record is not None:
+                tx.pending_by_record.setdefault(key, []).append(op)
             if seq > tx_vv.get(node, 0) and seq > vv.get(node, 0):
                 tx_vv[node] = seq
         if newest is not None:
@@ -600,61 +614,6 @@ class Replica:
                 clock.advance_to(newest)
             tx.clock_last = clock.last
         return tx, duplicates, rejected
-
-    def _check_remote(
-        self, reader: TxReader, op: Operation, claimed: Mapping[tuple[str, int], str]
-    ) -> OpRow:
-        """Validate a remote operation; its op log row.
-
-        Raises:
-            ValidationError, InvalidTimestampError, _Conflict: See ``plan_remote``.
-        """
-        op_id, node, collection, record_id = op.id, op.node_id, op.collection, op.record_id
-        if not (
-            type(op_id) is str
-            and op_id
-            and type(node) is str
-            and node
-            and type(collection) is str
-            and collection
-            and type(record_id) is str
-            and record_id
-        ):
-            for kind in ("id", "node_id", "collection", "record_id"):
-                _check_name(kind, getattr(op, kind))
-        type_text = _TYPE_TEXT.get(op.type)
-        if type_text is None or not isinstance(op.type, OpType):
-            raise ValidationError(f"unknown operation type {op.type!r}")
-        seq = op.sequence_number
-        if type(seq) is not int or seq < 0:
-            raise ValidationError(f"invalid sequence number {seq!r}")
-        timestamp = op.timestamp
-        if type(timestamp) is not HLCTimestamp and not isinstance(timestamp, HLCTimestamp):
-            raise InvalidTimestampError(f"not an HLC timestamp: {timestamp!r}")
-        timestamp.validate()
-        data, previous, atomic = op.data, op.previous_data, op.atomic_ops
-        if data is not None and type(data) is not dict and not isinstance(data, Mapping):
-            raise ValidationError("operation data must be an object or null")
-        if previous is not None and not isinstance(previous, Mapping):
-            raise ValidationError("operation previousData must be an object or null")
-        if atomic is not None and not all(isinstance(v, AtomicOp) for v in atomic.values()):
-            raise ValidationError("atomicOps must map fields to atomic ops")
-        row: OpRow = (
-            op_id, node, seq, type_text, collection, record_id,
-            serialize_timestamp(timestamp),  # validated just above
-            None if data is None else _encode(data, "data"),
-            None if previous is None else _encode(previous, "previousData"),
-            _encode_atomic(atomic),
-            _encode(list(op.causal_deps), "causalDeps"),
-            op.schema_version, op.transaction_id, op.mutation_name,
-        )  # fmt: skip
-        holder = claimed.get((node, seq))
-        # Above the node's highest stored sequence number, no stored operation holds it.
-        if holder is None and seq <= self.vv.get(node, 0):
-            holder = reader.op_id_at(node, seq)
-        if holder is not None and holder != op_id:
-            raise _Conflict(f"sequence {seq} of node {node} is already held by {holder}")
-        return row
 
     # ------------------------------------------------------------------- clock rebase
 
@@ -747,6 +706,99 @@ class Replica:
             if seq > self.vv.get(node, 0):
                 self.vv[node] = seq
         self._last_local.update(tx.last_local)
+
+
+def _plain_remote_row(op: Operation) -> OpRow | None:
+    """The op log row of a remote operation of the common shape (exact types, no atomic ops,
+    at most one dependency that is a plain hex-like id), checked as ``_check_remote`` checks
+    it; None for anything else, which takes ``_check_remote``.
+
+    Raises:
+        ValidationError: The data is not JSON.
+    """
+    op_id, node, collection, record_id = op.id, op.node_id, op.collection, op.record_id
+    seq, timestamp, data, previous, deps, kind = (
+        op.sequence_number, op.timestamp, op.data, op.previous_data, op.causal_deps, op.type
+    )  # fmt: skip
+    if not (
+        type(op_id) is str
+        and type(node) is str
+        and type(collection) is str
+        and type(record_id) is str
+        and op_id
+        and node
+        and collection
+        and record_id
+        and type(kind) is OpType
+        and type(seq) is int
+        and seq >= 0
+        and type(timestamp) is HLCTimestamp
+        and op.atomic_ops is None
+        and (data is None or type(data) is dict)
+        and (previous is None or type(previous) is dict)
+        and type(deps) is tuple
+        and len(deps) <= 1
+    ):
+        return None
+    wall, logical, stamp_node = timestamp.wall_time, timestamp.logical, timestamp.node_id
+    if not (
+        type(wall) is int
+        and type(logical) is int
+        and 0 <= wall < MAX_WALL_TIME
+        and 0 <= logical <= MAX_LOGICAL
+        and type(stamp_node) is str
+    ):
+        return None
+    if deps:
+        dep = deps[0]
+        # Letters and digits need no JSON escaping.
+        if type(dep) is not str or not dep.isalnum() or not dep.isascii():
+            return None
+        deps_text = '["' + dep + '"]'
+    else:
+        deps_text = "[]"
+    return (
+        op_id, node, seq, _TYPE_TEXT[kind], collection, record_id,
+        f"{wall:015d}:{logical:05d}:{stamp_node}",
+        None if data is None else _encode(data, "data"),
+        None if previous is None else _encode(previous, "previousData"),
+        None, deps_text, op.schema_version, op.transaction_id, op.mutation_name,
+    )  # fmt: skip
+
+
+def _check_remote(op: Operation) -> OpRow:
+    """Validate a remote operation of any shape; its op log row.
+
+    Raises:
+        ValidationError, InvalidTimestampError: See ``Replica.plan_remote``.
+    """
+    for kind in ("id", "node_id", "collection", "record_id"):
+        _check_name(kind, getattr(op, kind))
+    if not isinstance(op.type, OpType):
+        raise ValidationError(f"unknown operation type {op.type!r}")
+    seq = op.sequence_number
+    if type(seq) is not int or seq < 0:
+        raise ValidationError(f"invalid sequence number {seq!r}")
+    if not isinstance(op.timestamp, HLCTimestamp):
+        raise InvalidTimestampError(f"not an HLC timestamp: {op.timestamp!r}")
+    op.timestamp.validate()
+    if op.data is not None and not isinstance(op.data, Mapping):
+        raise ValidationError("operation data must be an object or null")
+    if op.previous_data is not None and not isinstance(op.previous_data, Mapping):
+        raise ValidationError("operation previousData must be an object or null")
+    if op.atomic_ops is not None and not all(
+        isinstance(v, AtomicOp) for v in op.atomic_ops.values()
+    ):
+        raise ValidationError("atomicOps must map fields to atomic ops")
+    return (
+        op.id, op.node_id, seq, _TYPE_TEXT[op.type], op.collection, op.record_id,
+        serialize_timestamp(op.timestamp),  # validated just above
+        None if op.data is None else _encode(op.data, "data"),
+        None if op.previous_data is None else _encode(op.previous_data, "previousData"),
+        _encode_atomic(op.atomic_ops),
+        _encode(list(op.causal_deps), "causalDeps"),
+        op.schema_version, op.transaction_id, op.mutation_name,
+    )  # fmt: skip
 
 
 class _Conflict(Exception):
