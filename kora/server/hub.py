@@ -44,34 +44,50 @@ DEFAULT_RECENT_BYTES: Final = 4 * 1024 * 1024
 
 
 class Subscription:
-    """One session's wake-up queue (capacity one, coalescing)."""
+    """One session's wake-up (one pending at most, coalescing).
+
+    A flag and a parking lot rather than a memory channel of capacity one: the same
+    semantics (a waiting session is woken at once, otherwise one wake-up is kept for its next
+    ``wait``), with less work per wake-up when one commit wakes every session.
+    """
+
+    __slots__ = ("_closed", "_lot", "_pending", "coalesced", "notified")
 
     def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[None](1)
+        self._lot = trio.lowlevel.ParkingLot()
+        self._pending = False
+        self._closed = False
         self.notified = 0
         self.coalesced = 0
 
     def notify(self) -> None:
         """Wake the session up; never blocks."""
         self.notified += 1
-        try:
-            self._send.send_nowait(None)
-        except trio.WouldBlock:
+        if self._closed:
+            return
+        if self._lot:
+            self._lot.unpark()  # the waiting session runs next round
+        elif self._pending:
             # A wake-up is already pending and will make the session read on.
             self.coalesced += 1
-        except trio.ClosedResourceError:
-            pass
+        else:
+            self._pending = True
 
     async def wait(self) -> None:
         """Wait until something was committed since the previous ``wait`` returned."""
-        await self._receive.receive()
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        await self._lot.park()
 
     def pending(self) -> int:
-        return self._receive.statistics().current_buffer_used
+        return 1 if self._pending else 0
 
     def close(self) -> None:
-        self._send.close()
-        self._receive.close()
+        self._closed = True
+        self._pending = False
+        self._lot.unpark_all()
 
 
 class RecentOperations:

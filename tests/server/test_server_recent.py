@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,6 +153,37 @@ async def test_a_repeated_publication_wakes_nobody_twice() -> None:
         assert subscription.pending() == 0
         hub.publish()  # "something may be new": always wakes
         assert subscription.pending() == 1
+
+
+async def test_a_subscription_keeps_one_wake_up_and_wakes_a_waiting_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = Hub()
+    woken: list[int] = []
+    with hub.subscribe() as subscription:
+        assert hub.publish(1) == 1
+        assert hub.publish(2) == 1
+        assert (subscription.pending(), subscription.coalesced) == (1, 1)
+        await subscription.wait()  # the kept wake-up: at once
+        assert subscription.pending() == 0
+        async with trio.open_nursery() as nursery:
+
+            async def waiter() -> None:
+                await subscription.wait()
+                woken.append(hub.max_delivery_sequence)
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+            hub.publish(3)
+        assert woken == [3]
+        assert subscription.pending() == 0  # handed to the waiter, not kept
+        with trio.move_on_after(1) as timer:
+            await subscription.wait()
+        assert timer.cancelled_caught  # nothing new: a wait blocks
+    assert hub.publish(4) == 0  # unsubscribed
+    subscription.notify()  # after close: ignored
+    assert subscription.pending() == 0
 
 
 @settings(max_examples=200, deadline=None)
