@@ -7,13 +7,14 @@ The first signal starts a graceful shutdown (sessions finish their batch and clo
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import signal
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -130,6 +131,27 @@ async def _serve_until_signalled(
             nursery.cancel_scope.cancel()
 
 
+#: Allocations between two young-generation collections of ``kora serve`` (Python: 700).
+SERVE_GC_THRESHOLDS: Final = (20_000, 20, 10)
+
+
+def tune_collector() -> None:
+    """Make the cyclic garbage collector cheaper for the server process.
+
+    A server's event loop allocates and frees many short-lived objects per frame (tasks'
+    wake-ups, cancel scopes, messages).  With Python's default threshold of 700, one commit
+    relayed to 200 sessions ran a young-generation collection every few sessions, which
+    also walks whatever lives longer (every session's objects): about a sixth of the
+    server's CPU.  A higher threshold collects as much garbage in far fewer passes, and
+    ``gc.freeze`` moves what was loaded at start-up (modules, the store) out of every later
+    full collection.  Only ``kora serve`` does this: an app embedding ``open_server`` keeps
+    its own collector settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVE_GC_THRESHOLDS)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """The ``kora serve`` command (arguments parsed by ``kora.cli``); returns the exit status."""
     configure_logging(json_lines=args.log_json, level=logging.INFO)
@@ -140,6 +162,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except (KoraError, ValueError, OSError) as exc:
         print(f"kora serve: {exc}", file=sys.stderr)
         return 2
+    tune_collector()
     status = 0
     try:
         trio.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kora.server.cli import SERVE_GC_THRESHOLDS, tune_collector
 from kora.server.config import ServerLimits
 from kora.server.hub import Hub
 from kora.server.logs import JsonLinesFormatter, configure_logging, fields, get_logger
@@ -187,3 +189,14 @@ def test_json_log_lines_carry_the_fields() -> None:
     assert entry["msg"] == "hello"
     assert (entry["session"], entry["n"], entry["logger"]) == ("s1", 2, "kora.server.session")
     assert isinstance(JsonLinesFormatter(), logging.Formatter)
+
+
+def test_kora_serve_tunes_the_collector_of_its_own_process() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == SERVE_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
