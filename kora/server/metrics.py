@@ -89,8 +89,11 @@ class Counter(_Metric):
     def inc(self, amount: float = 1.0, *labels: str) -> None:
         if amount < 0:
             raise ValueError("a counter cannot decrease")
-        key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + amount
+        if len(labels) != len(self.labelnames):
+            self._key(labels)  # raises
+        # (``labels`` is a tuple already: counted per frame, so no copy and no extra call.)
+        values = self._values
+        values[labels] = values.get(labels, 0.0) + amount
 
     def value(self, *labels: str) -> float:
         return self._values.get(self._key(labels), 0.0)
