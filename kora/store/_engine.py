@@ -34,9 +34,11 @@ time is corrected by how far it ran ahead, so later writes are not ahead again.
 from __future__ import annotations
 
 import json
+import operator
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from json.encoder import c_encode_basestring  # type: ignore[attr-defined]
 from typing import Final, Protocol
 
 import attrs
@@ -127,6 +129,7 @@ OpRow = tuple[
 ]  # fmt: skip
 
 _TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
+_second: Final = operator.itemgetter(1)
 
 
 def op_row(op: Operation, encoded: EncodedOp) -> OpRow:
@@ -147,10 +150,11 @@ class TxWrites:
     queued: bool = False
     #: Final state of every touched record, except the new ones in ``fresh``.
     records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
-    #: Records this transaction created with one insert and nothing else: the insert, its
-    #: serialized timestamp and its data's JSON.  Their state is implied (see
-    #: ``fresh_state``), so the hot path builds none; SQLite writes the row directly.
-    fresh: dict[RecordKey, tuple[Operation, str, str]] = attrs.field(factory=dict)
+    #: Records this transaction created with one insert and nothing else: the index of
+    #: that insert in ``ops`` (and ``rows``, whose timestamp and data columns the record
+    #: takes).  Their state is implied (see ``fresh_state``), so the hot path builds none
+    #: (nor a tuple per record); SQLite writes the row directly.
+    fresh: dict[RecordKey, int] = attrs.field(factory=dict)
     vv: dict[str, int] = attrs.field(factory=dict)
     last_local: dict[str, str] = attrs.field(factory=dict)
     clock_last: HLCTimestamp | None = None
@@ -165,24 +169,28 @@ class TxWrites:
 
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""
+        keys = [*self.records, *self.fresh]
+        collections = {key[0] for key in keys}
+        if len(collections) == 1:  # the usual batch: one set of ids, built in C
+            return ChangeSet.of({collections.pop(): set(map(_second, keys))})
         touched: dict[str, set[str]] = {}
-        for collection, record_id in (*self.records, *self.fresh):
+        for collection, record_id in keys:
             touched.setdefault(collection, set()).add(record_id)
         return ChangeSet.of(touched)
 
     def all_states(self) -> dict[RecordKey, RecordState]:
         """Every touched record's final state, the fresh ones materialized."""
         states = dict(self.records)
-        for key, (op, stamp, _) in self.fresh.items():
-            states[key] = fresh_state(op, stamp)
+        for key, index in self.fresh.items():
+            states[key] = fresh_state(self.ops[index], self.rows[index][6])
         return states
 
     def current(self, key: RecordKey) -> RecordState | None:
         """The state this transaction gave a record so far (None if untouched)."""
         state = self.records.get(key)
         if state is None and key in self.fresh:
-            op, stamp, _ = self.fresh.pop(key)
-            state = self.records[key] = fresh_state(op, stamp)
+            index = self.fresh.pop(key)
+            state = self.records[key] = fresh_state(self.ops[index], self.rows[index][6])
         return state
 
 
@@ -415,7 +423,7 @@ class Replica:
                     record_id, data, timestamp, stamp, seq, deps, mutation.mutation_name,
                     mutation.record_id is None,
                 )  # fmt: skip
-                fresh[key] = (op, stamp, insert_text)
+                fresh[key] = len(ops)
                 row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp, insert_text,
                               None, None, _deps_json(deps), schema_version, transaction_id,
                               op.mutation_name)  # fmt: skip
@@ -425,7 +433,7 @@ class Replica:
                     transaction_id,
                 )  # fmt: skip
                 if current is None and data_text is not None and op_type is insert:
-                    fresh[key] = (op, stamp, data_text)
+                    fresh[key] = len(ops)
                 else:
                     records[key] = self._merge(reader, tx, current, op)
                 row = (op.id, node, seq, _TYPE_TEXT[op.type], collection, record_id, stamp,
@@ -522,19 +530,21 @@ class Replica:
         batch = list(ops)
         tx = TxWrites()
         rejected: list[RemoteRejection] = []
-        known = reader.known_op_ids({op.id for op in batch if isinstance(op.id, str)})
-        # Every record the batch may touch, in one read (a catch-up touches thousands).
+        ids = {op.id for op in batch if type(op.id) is str}
+        known = reader.known_op_ids(ids)
+        # The record of each operation (built once: every tuple made here is work for the
+        # garbage collector), and every record the batch may touch in one read.
+        keys = [(op.collection, op.record_id) for op in batch]
         stored = reader.load_records(
-            {
-                (op.collection, op.record_id)
-                for op in batch
-                if op.id not in known
-                and isinstance(op.collection, str)
-                and isinstance(op.record_id, str)
-            }
+            {key for key in keys if type(key[0]) is str and type(key[1]) is str}
         )
-        seen: set[str] = set()
-        claimed: dict[tuple[str, int], str] = {}
+        # Ids stored or taken by this batch: a second one is a duplicate.  Without stored
+        # ones and repeated ones, there is nothing to look up per operation.
+        seen: set[str] = set(known)
+        dedupe = bool(known) or len(ids) != len(batch)
+        # (node, sequence number) -> id of this batch's operations, built only when an
+        # operation does not come after everything of its node (rare: out of order).
+        claimed: dict[tuple[str, int], str] | None = None
         duplicates = 0
         clock = self.clock
         exempt = clock.last is None and clock.reference_offset is None
@@ -542,15 +552,15 @@ class Replica:
         newest: HLCTimestamp | None = None
         newest_wall = newest_logical = -1
         vv = self.vv
-        tx_vv = tx.vv
+        tx_vv = tx.vv  # only ever above ``vv``: the highest sequence number of the batch
         fresh = tx.fresh
         insert = OpType.INSERT
         records = tx.records
         ops_out = tx.ops
         rows = tx.rows
-        for op in batch:
+        for op, key in zip(batch, keys, strict=True):
             op_id = op.id
-            if op_id in known or op_id in seen:
+            if dedupe and op_id in seen:
                 duplicates += 1
                 continue
             try:
@@ -558,12 +568,17 @@ class Replica:
                 if row is None:
                     row = _check_remote(op)
                 node, seq = row[1], row[2]
-                holder = claimed.get((node, seq))
-                # Above the node's highest stored sequence number, no stored operation holds it.
-                if holder is None and seq <= vv.get(node, 0):
-                    holder = reader.op_id_at(node, seq)
-                if holder is not None and holder != op_id:
-                    raise _Conflict(f"sequence {seq} of node {node} is already held by {holder}")
+                if seq <= (tx_vv.get(node) or vv.get(node, 0)):
+                    # Not above all this node's operations we hold: the number may be taken.
+                    if claimed is None:
+                        claimed = {(r[1], r[2]): r[0] for r in rows}
+                    holder = claimed.get((node, seq))
+                    if holder is None and seq <= vv.get(node, 0):
+                        holder = reader.op_id_at(node, seq)
+                    if holder is not None and holder != op_id:
+                        raise _Conflict(
+                            f"sequence {seq} of node {node} is already held by {holder}"
+                        )
                 timestamp = op.timestamp
                 wall = timestamp.wall_time
                 if exempt:
@@ -587,24 +602,25 @@ class Replica:
                 continue
             if wall > newest_wall or (wall == newest_wall and timestamp.logical > newest_logical):
                 newest, newest_wall, newest_logical = timestamp, wall, timestamp.logical
-            seen.add(op_id)
-            claimed[(node, seq)] = op_id
-            key = (row[4], row[5])
-            current = records.get(key)
+            if dedupe:
+                seen.add(op_id)
+            if claimed is not None:
+                claimed[(node, seq)] = op_id
+            current = records.get(key) if records else None
             if current is None:
                 current = tx.current(key) if key in fresh else stored.get(key)
             data_text = row[7]
             if current is None and data_text is not None and op.type is insert:
                 # A new record from one insert: its state is implied (``fresh_state``,
                 # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
-                fresh[key] = (op, row[6], data_text)
+                fresh[key] = len(ops_out)
             else:
                 records[key] = self._merge(reader, tx, current, op)
             ops_out.append(op)
             rows.append(row)
             if tx.pending_by_record is not None:
                 tx.pending_by_record.setdefault(key, []).append(op)
-            if seq > tx_vv.get(node, 0) and seq > vv.get(node, 0):
+            if seq > (tx_vv.get(node) or vv.get(node, 0)):
                 tx_vv[node] = seq
         if newest is not None:
             try:
@@ -710,16 +726,23 @@ class Replica:
 
 def _plain_remote_row(op: Operation) -> OpRow | None:
     """The op log row of a remote operation of the common shape (exact types, no atomic ops,
-    at most one dependency that is a plain hex-like id), checked as ``_check_remote`` checks
+    at most one dependency), checked as ``_check_remote`` checks
     it; None for anything else, which takes ``_check_remote``.
 
     Raises:
         ValidationError: The data is not JSON.
     """
-    op_id, node, collection, record_id = op.id, op.node_id, op.collection, op.record_id
-    seq, timestamp, data, previous, deps, kind = (
-        op.sequence_number, op.timestamp, op.data, op.previous_data, op.causal_deps, op.type
-    )  # fmt: skip
+    # One name at a time: a multiple assignment of more than three builds a tuple.
+    op_id = op.id
+    node = op.node_id
+    collection = op.collection
+    record_id = op.record_id
+    seq = op.sequence_number
+    timestamp = op.timestamp
+    data = op.data
+    previous = op.previous_data
+    deps = op.causal_deps
+    kind = op.type
     if not (
         type(op_id) is str
         and type(node) is str
@@ -740,7 +763,9 @@ def _plain_remote_row(op: Operation) -> OpRow | None:
         and len(deps) <= 1
     ):
         return None
-    wall, logical, stamp_node = timestamp.wall_time, timestamp.logical, timestamp.node_id
+    wall = timestamp.wall_time
+    logical = timestamp.logical
+    stamp_node = timestamp.node_id
     if not (
         type(wall) is int
         and type(logical) is int
@@ -751,10 +776,9 @@ def _plain_remote_row(op: Operation) -> OpRow | None:
         return None
     if deps:
         dep = deps[0]
-        # Letters and digits need no JSON escaping.
-        if type(dep) is not str or not dep.isalnum() or not dep.isascii():
+        if type(dep) is not str:
             return None
-        deps_text = '["' + dep + '"]'
+        deps_text = f"[{c_encode_basestring(dep)}]"  # what the encoder writes for [dep]
     else:
         deps_text = "[]"
     return (

@@ -322,8 +322,8 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
         conn.executemany(
             _INSERT_RECORD,
             [
-                (op.collection, op.record_id, text, "{}", "{}", 0, stamp, stamp, op.id)
-                for op, stamp, text in tx.fresh.values()
+                (row[4], row[5], row[7], "{}", "{}", 0, row[6], row[6], row[0])
+                for row in map(tx.rows.__getitem__, tx.fresh.values())
             ],
         )
     if tx.records:
