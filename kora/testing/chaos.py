@@ -213,7 +213,6 @@ class ChaosTransport:
 
     async def pump(self) -> None:
         """Read the inner transport forever (run in the factory's nursery)."""
-        config = self._config
         while True:
             try:
                 frame = await self._inner.receive()
@@ -221,6 +220,9 @@ class ChaosTransport:
                 self._inner_closed = closed
                 self._arrived.set()
                 return
+            # Read at every frame, like ``send`` does: a test that stops the chaos stops it
+            # on the connections already open too.
+            config = self._config
             self.stats.frames_received += 1
             self._frames += 1
             limit = config.close_after
@@ -299,7 +301,10 @@ def chaos_transport(
                 yield chaotic
             finally:
                 nursery.cancel_scope.cancel()
-                await chaotic.aclose()
+                # Shielded: a Cancelled from the cancelled nursery would replace whatever
+                # the body raised, and the nursery would then swallow it.
+                with trio.CancelScope(shield=True):
+                    await chaotic.aclose()
 
     factory: Any = connect
     factory.stats = counters
