@@ -17,6 +17,16 @@ For each frame it asks the connection's protocol session what to do and does it:
 
 It also watches acknowledgments: when the oldest batch in flight has waited ``ack_timeout``
 seconds, the connection is presumed dead and ended (spec 5.4).
+
+Acknowledgments of delivery batches never hold up receiving.  The server may not read
+while it streams (ours sends a whole catch-up before it reads again), so once the socket's
+buffers are full our acknowledgments cannot leave; if the receiver waited for them it
+would stop applying, stop reading, and the server would wait for us to read: a deadlock.
+A delivery acknowledgment confirms everything up to its ``deliverySequence`` (the server
+keeps the highest, spec 4.4), so while the outgoing mailbox is full only the newest one is
+kept and a small task sends it as soon as there is room: memory stays bounded and what the
+server learns is only ever late, never wrong.  Other frames (legacy acknowledgments) are
+sent in order as before.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from kora.protocol.actions import (
 )
 from kora.protocol.client import ClientSession
 from kora.protocol.errors import RemoteProtocolError
+from kora.protocol.messages import Acknowledgment
 from kora.store import Store
 from kora.store.errors import StoreFailedError
 from kora.sync._messages import (
@@ -110,14 +121,44 @@ class ReceiverActor:
         self._emit = emit
         self._watched: str | None = None
         self._watched_since = 0.0
+        #: The newest delivery acknowledgment that found the outgoing mailbox full.
+        self._late_ack: SendFrame | None = None
+        self._late_ack_set = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self._link.session
         with self._frames_in, self._frames_out, self._outbound, self._metrics:
-            task_status.started()
-            while True:
-                frame = await self._next_frame()
-                await self._act(self._decode(session, frame))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_late_acks)
+                task_status.started()
+                while True:
+                    frame = await self._next_frame()
+                    await self._act(self._decode(session, frame))
+
+    async def _send(self, action: SendFrame) -> None:
+        message = action.message
+        if not isinstance(message, Acknowledgment) or message.delivery_sequence is None:
+            await post(self._frames_out, action.frame)
+        elif self._late_ack is not None:
+            self._late_ack = action  # covers the one waiting (acknowledgments are cumulative)
+        else:
+            try:
+                self._frames_out.send_nowait(action.frame)
+            except trio.WouldBlock:
+                self._late_ack = action
+                self._late_ack_set.set()
+
+    async def _send_late_acks(self) -> None:
+        while True:
+            await self._late_ack_set.wait()
+            self._late_ack_set = trio.Event()
+            late = self._late_ack
+            if late is not None:
+                await self._frames_out.send(late.frame)
+                if self._late_ack is late:
+                    self._late_ack = None
+                else:
+                    self._late_ack_set.set()  # a newer one came meanwhile
 
     @staticmethod
     def _decode(session: ClientSession, frame: Frame) -> list[Action]:
@@ -167,7 +208,7 @@ class ReceiverActor:
         while actions:
             action = actions.popleft()
             if isinstance(action, SendFrame):
-                await post(self._frames_out, action.frame)
+                await self._send(action)
             elif isinstance(action, ApplyBatch):
                 actions.extend(await self._apply(action))
             elif isinstance(action, WatermarkChanged):

@@ -462,6 +462,52 @@ async def test_receiver_applies_waiting_batches_in_one_transaction() -> None:
         assert [len(p["operations"]) for n, p in rig.events if n == "sync:received"] == [3]  # type: ignore[arg-type]
 
 
+async def test_receiver_keeps_applying_while_its_acknowledgments_cannot_leave() -> None:
+    """A server that does not read while it streams must not stall us: with the outgoing
+    mailbox full, the receiver goes on applying, keeps only the newest delivery
+    acknowledgment (they are cumulative) and sends it once there is room."""
+    async with open_store(None) as other, open_store(None) as store:
+        ops = [
+            await other.write_local(
+                LocalMutation(type=OpType.INSERT, collection="todos", data={"n": n})
+            )
+            for n in range(20)
+        ]
+        rig = ReceiverRig(store)
+
+        async def diagnostics() -> None:  # as the diagnostics actor does
+            async for _ in rig.metrics:
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(diagnostics)
+            await nursery.start(rig.actor.run)
+            with rig.frames_out.sender() as filler:
+                while True:  # nobody reads the socket: the mailbox fills up
+                    try:
+                        filler.send_nowait("blocked")
+                    except trio.WouldBlock:
+                        break
+            for n, op in enumerate(ops):
+                await rig.in_send.send(delivery(f"d{n}", (op,), n, n + 1))
+                await trio.testing.wait_all_tasks_blocked()
+            assert await store.delivery_watermark("") == 20  # everything applied
+            received = [p for name, p in rig.events if name == "sync:received"]
+            assert sum(len(p["operations"]) for p in received) == 20  # type: ignore[arg-type]
+            sent = [await rig.out_receive.receive() for _ in range(8)]
+            assert sent == ["blocked"] * 8
+            await trio.testing.wait_all_tasks_blocked()
+            acks = []
+            while True:
+                try:
+                    acks.append(CODEC.decode(rig.out_receive.receive_nowait()))
+                except trio.WouldBlock:
+                    break
+            # The first one was already on its way; the newest covers all the others.
+            assert [a.delivery_sequence for a in acks] == [1, 20]  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
 async def test_receiver_acknowledges_nothing_when_the_store_fails() -> None:
     async with open_store(None) as other, open_store(None) as store:
         op = await other.write_local(LocalMutation(type=OpType.INSERT, collection="todos", data={}))
