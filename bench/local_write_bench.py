@@ -57,7 +57,12 @@ def todo(index: int) -> dict[str, Any]:
 
 
 class RawWriter:
-    """The rows one local insert writes, without anything kora computes around them."""
+    """The rows one local insert writes, without anything kora computes around them.
+
+    The same rows as ``SQLiteStore`` (schema v2): the op log row with a UUIDv7-shaped record
+    id, the previous operation as its causal dependency and the transaction id, the record,
+    the queue entry; then the version vector and the clock once per transaction.
+    """
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
@@ -68,23 +73,28 @@ class RawWriter:
         migrate(self.conn)
         self.conn.execute("COMMIT")
         self.seq = 0
+        self.previous: str | None = None
 
-    def rows(self, count: int) -> tuple[list[tuple[Any, ...]], ...]:
-        ops, records, queue = [], [], []
+    def rows(
+        self, count: int, transaction_id: str | None
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        ops, records = [], []
         for _ in range(count):
             self.seq += 1
             op_id = hashlib.sha256(str(self.seq).encode()).hexdigest()
             stamp = f"{1_700_000_000_000 + self.seq:015d}:00000:{NODE}"
-            record_id = f"rec-{self.seq:012d}"
+            record_id = f"0190f000-0000-7000-8000-{self.seq:012x}"
             data = json.dumps(todo(self.seq), separators=(",", ":"), sort_keys=True)
+            deps = "[]" if self.previous is None else f'["{self.previous}"]'
             ops.append((self.seq, op_id, NODE, self.seq, "insert", "todos", record_id, stamp,
-                        data, None, None, "[]", 1, None, None))  # fmt: skip
+                        data, None, None, deps, 1, transaction_id, None))  # fmt: skip
             records.append(("todos", record_id, data, "{}", "{}", 0, stamp, stamp, op_id))
-            queue.append((self.seq,))
-        return ops, records, queue
+            self.previous = op_id
+        return ops, records
 
-    def write(self, count: int) -> None:
-        ops, records, queue = self.rows(count)
+    def write(self, count: int, transaction_id: str | None = None) -> None:
+        base = self.seq
+        ops, records = self.rows(count, transaction_id)
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
@@ -98,7 +108,9 @@ class RawWriter:
             "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?)",
             records,
         )
-        conn.executemany("INSERT INTO outbound (op_rowid) VALUES (?)", queue)
+        conn.execute(
+            "INSERT INTO outbound (op_rowid) SELECT rowid FROM ops WHERE rowid > ?", (base,)
+        )
         conn.execute(
             "INSERT INTO version_vector (node_id, sequence) VALUES (?, ?) ON CONFLICT (node_id) "
             "DO UPDATE SET sequence = max(sequence, excluded.sequence)",
@@ -143,7 +155,7 @@ async def batches(directory: Path) -> None:
             kora_rates.append(1000 / (time.perf_counter() - start))
     raw = RawWriter(str(directory / "batch-raw.db"))
     raw.write(100)
-    raw_rates = [1000 / timed(lambda: raw.write(1000)) for _ in range(BATCH_ROUNDS)]
+    raw_rates = [1000 / timed(lambda: raw.write(1000, "bench")) for _ in range(BATCH_ROUNDS)]
     raw.conn.close()
     for system, rates in (("kora", kora_rates), ("sqlite3", raw_rates)):
         emit("batch_1000", system, "ops_per_s", statistics.median(rates), "ops/s")

@@ -275,7 +275,8 @@ def _uuid7_run() -> Iterator[str]:
     head = f"{high[:8]}-{high[8:12]}-{high[12:]}-"
     low = (0b10 << 62) | secrets.randbits(61)
     while True:
-        yield f"{head}{low >> 48:04x}-{low & 0xFFFFFFFFFFFF:012x}"
+        text = hex(low)  # "0x" and 16 digits: the variant bits make the top digit 8 to b
+        yield f"{head}{text[2:6]}-{text[6:]}"
         low += 1
 
 
@@ -410,7 +411,7 @@ class Replica:
                     wall, logical = wall + 1, 0
                     wall_prefix = f"{wall:015d}:"
             timestamp = new_hlc_timestamp(wall, logical, node)
-            stamp = f"{wall_prefix}{logical:05d}{node_suffix}"
+            stamp = wall_prefix + str(logical).zfill(5) + node_suffix
             seq += 1
             data = mutation.data
             if op_type is insert and current is None and type(data) is dict and not mutation.atomic:
@@ -419,14 +420,14 @@ class Replica:
                     builder = builders[collection] = InsertBuilder(
                         node, collection, schema_version, transaction_id
                     )
-                op, insert_text = builder.build(
+                op = builder.build(
                     record_id, data, timestamp, stamp, seq, deps, mutation.mutation_name,
                     mutation.record_id is None,
                 )  # fmt: skip
                 fresh[key] = len(ops)
-                row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp, insert_text,
-                              None, None, _deps_json(deps), schema_version, transaction_id,
-                              op.mutation_name)  # fmt: skip
+                row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp,
+                              builder.text, None, None, _deps_json(deps), schema_version,
+                              transaction_id, op.mutation_name)  # fmt: skip
             else:
                 op, data_text, previous = self._build_local(
                     reader, tx, mutation, collection, record_id, current, timestamp, seq, deps,

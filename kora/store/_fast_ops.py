@@ -278,6 +278,9 @@ class InsertBuilder:
         self._head = f'{{"collection":"{collection}","data":'
         self._node_part = f',"nodeId":"{node_id}","recordId":"'
         self._insert = OpType.INSERT
+        #: The data's JSON of the insert ``build`` returned last (not a pair: one tuple less
+        #: per operation for the garbage collector).
+        self.text = ""
 
     def build(
         self,
@@ -289,8 +292,8 @@ class InsertBuilder:
         causal_deps: tuple[str, ...],
         mutation_name: str | None,
         safe_id: bool = False,
-    ) -> tuple[Operation, str]:
-        """The insert and its data's JSON.  ``stamp`` is ``timestamp`` serialized;
+    ) -> Operation:
+        """The insert (its data's JSON in ``text``).  ``stamp`` is ``timestamp`` serialized;
         ``safe_id`` says that ``record_id`` is non-empty and needs no JSON escaping (one of
         our UUIDs), else it is checked.
 
@@ -314,7 +317,8 @@ class InsertBuilder:
                     self.collection, record_id, dict(data), None, timestamp, sequence_number,
                     causal_deps, self.schema_version, None, self.transaction_id, mutation_name,
                 )  # fmt: skip
-                return op, data_text
+                self.text = data_text
+                return op
         op, text, _ = build_operation(
             node_id=self.node_id, op_type=self._insert, collection=self.collection,
             record_id=record_id, data=data, previous_data=None, timestamp=timestamp,
@@ -323,4 +327,5 @@ class InsertBuilder:
             transaction_id=self.transaction_id, mutation_name=mutation_name,
         )  # fmt: skip
         assert text is not None
-        return op, text
+        self.text = text
+        return op
