@@ -387,6 +387,9 @@ def throughput_context(report: Report, per_tx: int = 0) -> str | None:
         parts.append(f"one core per process {busiest:,.0f} ops/s")
     if busy is not None:
         parts.append(f"cores busy {busy:.0f}%")
+    waited = report.get("throughput", KORA, "runqueue_wait_us_per_op")
+    if waited is not None:
+        parts.append(f"waited for a core {waited:,.0f} us/op")
     return "; ".join(parts) or None
 
 

@@ -15,7 +15,10 @@ waited (no fsync, no network round trip, no idle pipeline stage):
   mostly serialised by the GIL), so the busier process bounds the pipeline.
 
 ``cpu_busy_pct`` says how much of the cores the section used: close to 100% means the figure
-is bound by CPU, far below means it waits (on the disk, the network, or a stage that idles).
+is bound by CPU, far below means it waits: on the disk, the network, a stage that idles, or a
+core that other processes hold.  ``runqueue_wait_us_per_op`` tells the last apart: the time
+the threads of both processes were ready to run but had no core (``/proc/<pid>/task/*/
+schedstat``; on a shared machine it is other people's load, and on 2 cores also each other).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 
 import attrs
 
-from bench.driver.procs import Child, cpu_seconds
+from bench.driver.procs import Child, cpu_seconds, run_delay_seconds
 from bench.driver.report import Report
 
 
@@ -44,6 +47,8 @@ class CpuSpent:
     server: float | None
     clients: float
     wall: float
+    #: Run-queue delay of both processes' threads; None when either is unknown.
+    waited: float | None = None
 
 
 class CpuMeter:
@@ -54,9 +59,17 @@ class CpuMeter:
         self._server0: float | None = None
         self._clients0 = 0.0
         self._wall0 = 0.0
+        self._waited0: float | None = None
+
+    def _waited(self) -> float | None:
+        if self._child is None:
+            return None
+        server, clients = run_delay_seconds(self._child.pid), run_delay_seconds(os.getpid())
+        return None if server is None or clients is None else server + clients
 
     def start(self) -> None:
         self._server0 = None if self._child is None else cpu_seconds(self._child.pid)
+        self._waited0 = self._waited()
         self._clients0 = time.process_time()
         self._wall0 = time.perf_counter()
 
@@ -68,7 +81,9 @@ class CpuMeter:
             now = cpu_seconds(self._child.pid)
             if now is not None:
                 server = now - self._server0
-        return CpuSpent(server, clients, wall)
+        waited, waited0 = self._waited(), self._waited0
+        delay = None if waited is None or waited0 is None else max(0.0, waited - waited0)
+        return CpuSpent(server, clients, wall, delay)
 
 
 def emit_cpu(
@@ -89,6 +104,8 @@ def emit_cpu(
         report.emit(scenario, system, "server_cpu_us_per_op", 1e6 * spent.server / ops, "us")
     if clients:
         report.emit(scenario, system, "clients_cpu_us_per_op", 1e6 * spent.clients / ops, "us")
+    if spent.waited is not None:
+        report.emit(scenario, system, "runqueue_wait_us_per_op", 1e6 * spent.waited / ops, "us")
     if not floors or spent.server is None:
         return
     total = spent.server + spent.clients

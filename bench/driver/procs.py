@@ -71,6 +71,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_delay_seconds(pid: int) -> float | None:
+    """Seconds the process's live threads spent runnable but waiting for a core (the second
+    field of ``/proc/<pid>/task/<tid>/schedstat``).  Threads that already ended are not
+    counted, so a difference over a section is a lower bound."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile, or the kernel keeps no schedstat
+    return total / 1e9
+
+
 @attrs.frozen
 class Child:
     pid: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from bench.__main__ import QUICK, main, throughput_context
 from bench.driver import peer
 from bench.driver.cpu import CpuSpent, cores, emit_cpu
 from bench.driver.kora_stack import throughput_scenario
+from bench.driver.procs import cpu_seconds, run_delay_seconds
 from bench.driver.report import FLOOR, KORA, PEER, Report, Target, percentile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,9 +131,10 @@ def test_verdict_prints_its_context_whatever_the_verdict() -> None:
 
 def test_cpu_rows_per_op_and_floors() -> None:
     report = Report(out=io.StringIO())
-    spent = CpuSpent(server=0.5, clients=1.5, wall=2.0)
+    spent = CpuSpent(server=0.5, clients=1.5, wall=2.0, waited=0.25)
     emit_cpu(report, "throughput", KORA, spent, 1000, floors=True)
     assert report.get("throughput", KORA, "server_cpu_us_per_op") == 500.0
+    assert report.get("throughput", KORA, "runqueue_wait_us_per_op") == 250.0
     assert report.get("throughput", KORA, "clients_cpu_us_per_op") == 1500.0
     # every core busy for 2 s of CPU per 1,000 ops; one core per process: the clients bound
     assert report.get("throughput", KORA, "cpu_floor_ops_per_s") == cores() * 500.0
@@ -143,6 +146,17 @@ def test_cpu_rows_without_our_server_have_no_floor() -> None:
     report = Report(out=io.StringIO())
     emit_cpu(report, "latency", KORA, CpuSpent(None, 0.2, 1.0), 100, floors=True)
     assert [row.metric for row in report.rows] == ["clients_cpu_us_per_op"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_proc_readings_of_this_process() -> None:
+    own = os.getpid()
+    seconds = cpu_seconds(own)
+    delay = run_delay_seconds(own)
+    assert seconds is not None
+    assert seconds >= 0
+    assert delay is None or delay >= 0  # None when the kernel keeps no schedstat
+    assert cpu_seconds(2**22 + 1) is None  # above the default pid_max: no such process
 
 
 def test_throughput_rows_are_named_by_transaction_size() -> None:
