@@ -873,3 +873,27 @@ async def test_rebase_of_a_long_random_history(opener: Opener) -> None:
                 state.version,
                 dict(state.field_versions),
             )
+
+
+async def test_a_batch_out_of_order_with_repeats_and_a_rival_is_sorted_out(opener: Opener) -> None:
+    """Within one batch: a later sequence number first, an earlier one after it, a rival
+    for a number the batch already holds, a repeated id; the clock ends past them all."""
+    async with opener() as a, opener() as b:
+        one, two, three = await a.write_local_many(
+            [insert({"n": n}, record_id=f"r{n}") for n in range(3)]
+        )
+        rival = attrs.evolve(two, id="e" * 64, record_id="rival")  # same node, seq 2
+        result = await b.apply_remote([three, one, two, rival, one, three])
+        assert [op.id for op in result.applied] == [three.id, one.id, two.id]
+        assert result.duplicates == 2
+        assert [(r.operation.id, r.code) for r in result.rejected] == [
+            (rival.id, "SEQUENCE_CONFLICT")
+        ]
+        assert (await b.version_vector()).get(a.node_id) == 3
+        assert await b.count("todos") == 3
+        assert await b.get("todos", "rival") is None
+        last = await b.last_timestamp()
+        assert last is not None
+        assert last > three.timestamp
+        mine = await b.write_local(insert({"n": 9}))
+        assert mine.timestamp > three.timestamp

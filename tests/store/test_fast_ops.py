@@ -14,7 +14,7 @@ from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import AtomicOp, AtomicOpType, OpType
 from kora.core.operations import create_operation
-from kora.store._fast_ops import build_operation
+from kora.store._fast_ops import InsertBuilder, build_operation
 
 NODE = "01a21c48-7e88-7702-b4b0-0566f53b0960"
 
@@ -158,3 +158,71 @@ def test_plain_data_takes_the_fast_path_and_matches(data: dict[str, Any]) -> Non
     finally:
         fast_ops.create_operation = original
     assert fast == expected
+
+
+def _insert_builder_and_exact(
+    data: dict[str, Any], collection: str, record_id: str, *, safe_id: bool = False
+) -> tuple[Any, str, Any]:
+    timestamp = HLCTimestamp(1_700_000_000_000, 3, NODE)
+    builder = InsertBuilder(NODE, collection, 2, "tx-1")
+    fast = builder.build(
+        record_id, data, timestamp, timestamp.serialize(), 7, ("d" * 64,), "m", safe_id
+    )
+    exact = create_operation(
+        node_id=NODE, type=OpType.INSERT, collection=collection, record_id=record_id, data=data,
+        previous_data=None, timestamp=timestamp, sequence_number=7, causal_deps=("d" * 64,),
+        schema_version=2, transaction_id="tx-1", mutation_name="m",
+    )  # fmt: skip
+    return fast, builder.text, exact
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=records, collection=text.filter(bool), record_id=text.filter(bool))
+def test_the_insert_builder_equals_create_operation(
+    data: dict[str, Any], collection: str, record_id: str
+) -> None:
+    fast, data_text, exact = _insert_builder_and_exact(data, collection, record_id)
+    assert fast == exact
+    assert json.loads(data_text) == fast.data
+    assert fast.verify_id()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(ascii_text, plain_values, max_size=6))
+def test_the_insert_builder_takes_its_own_path_for_flat_plain_data(data: dict[str, Any]) -> None:
+    import kora.store._fast_ops as fast_ops
+
+    flat = {key: value for key, value in data.items() if not isinstance(value, list | dict)}
+    original = fast_ops.build_operation
+    fast_ops.build_operation = None  # type: ignore[assignment]  # any fallback would crash
+    try:
+        fast, data_text, exact = _insert_builder_and_exact(
+            flat, "todos", "0190f000-0000-7000-8000-000000000001", safe_id=True
+        )
+    finally:
+        fast_ops.build_operation = original
+    assert fast == exact
+    assert data_text == fast_ops.encode_sorted(flat)
+
+
+def test_the_insert_builder_copies_the_data() -> None:
+    data: dict[str, Any] = {"title": "x"}
+    fast, _, _ = _insert_builder_and_exact(data, "todos", "r-1")
+    data["title"] = "changed"
+    assert fast.data == {"title": "x"}
+
+
+def test_slot_constructors_give_what_the_classes_give() -> None:
+    from kora.core.operation import Operation
+    from kora.store._fast_ops import new_hlc_timestamp, new_operation
+
+    assert new_hlc_timestamp is not HLCTimestamp  # the fast one is in use
+    assert new_hlc_timestamp(5, 6, NODE) == HLCTimestamp(5, 6, NODE)
+    args = ("i", NODE, OpType.UPDATE, "c", "r", {"a": 1}, {"a": 0}, HLCTimestamp(5, 6, NODE),
+            3, ("d",), 2, {"a": AtomicOp(AtomicOpType.INCREMENT, 1)}, "t", "m")  # fmt: skip
+    assert new_operation is not Operation
+    made = new_operation(*args)
+    assert made == Operation(*args)
+    assert hash(made) == hash(Operation(*args))
+    with pytest.raises(AttributeError):
+        made.id = "other"  # type: ignore[misc]

@@ -212,3 +212,69 @@ async def test_an_unsynced_acknowledgment_keeps_the_synchronous_setting(tmp_path
         assert level == 2  # FULL again for every later commit
     async with open_sqlite_store(str(tmp_path / "s.db")) as store:
         assert await store.pending_count() == 0
+
+
+async def test_a_version_1_database_is_migrated_with_its_log_and_queue(tmp_path: Path) -> None:
+    """Schema v2 rebuilds the op log without the unique index on whole ids; rowids (which
+    the queue refers to), rows and the queue survive, and lookups by id use the new index."""
+    path = str(tmp_path / "v1.db")
+    async with open_sqlite_store(path) as store:
+        node = store.node_id
+        ops = await store.write_local_many(
+            [LocalMutation.insert("todos", {"n": n}) for n in range(5)], transaction_id="t"
+        )
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    # Back to exactly what version 1 wrote: its op log table, the same rows and rowids.
+    rows = conn.execute("SELECT * FROM ops ORDER BY rowid").fetchall()
+    conn.execute("DROP TABLE ops")
+    for statement in schema._V1.split(";"):
+        if "CREATE TABLE ops" in statement or "ops_by_record" in statement:
+            conn.execute(statement)
+    conn.executemany(f"INSERT INTO ops VALUES ({','.join('?' * len(rows[0]))})", rows)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("COMMIT")
+    conn.close()
+
+    async with open_sqlite_store(path) as store:
+        assert store.node_id == node
+        assert [op.id for op in await store.pending()] == [op.id for op in ops]
+        assert await store.acknowledge([ops[0].id, ops[2].id]) == 2
+        assert await store.reject(ops[1].id, code="X", message="m", retriable=False) is not None
+        assert [op.id for op in await store.pending()] == [ops[3].id, ops[4].id]
+        again = await store.apply_remote(ops)
+        assert again.duplicates == 5
+        more = await store.write_local(LocalMutation.insert("todos", {"n": 9}))
+        assert more.sequence_number == 6
+        assert more.causal_deps == (ops[-1].id,)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"ops_by_id", "ops_by_record"} <= indexes
+    conn.close()
+
+
+async def test_lookups_by_operation_id_use_the_id_index(tmp_path: Path) -> None:
+    from kora.store.sqlite import _OP_BY_ID
+
+    async with open_sqlite_store(str(tmp_path / "x.db")) as store:
+        op = await store.write_local(LocalMutation.insert("todos", {"n": 1}))
+
+        def plans(conn: sqlite3.Connection) -> list[str]:
+            queries = [
+                (f"SELECT rowid FROM ops WHERE {_OP_BY_ID}", (op.id[:8], op.id)),
+                (
+                    "DELETE FROM outbound WHERE op_rowid = "
+                    f"(SELECT rowid FROM ops WHERE {_OP_BY_ID})",
+                    (op.id[:8], op.id),
+                ),
+                ("SELECT id FROM ops WHERE substr(id, 1, 8) IN (?, ?)", ("a", "b")),
+            ]
+            return [
+                " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {q}", p))
+                for q, p in queries
+            ]
+
+        for plan in await store._run(plans):
+            assert "USING INDEX ops_by_id" in plan, plan
