@@ -112,7 +112,7 @@ def raw_rows(batch: list[Operation]) -> tuple[list[tuple[Any, ...]], list[tuple[
         ops.append((op.id, op.node_id, op.sequence_number, "insert", op.collection,
                     op.record_id, stamp, data, None, None, _dumps(list(op.causal_deps)),
                     op.schema_version, None, None))  # fmt: skip
-        records.append((op.collection, op.record_id, data, "{}", "{}", 0, stamp, stamp, op.id))
+        records.append((op.collection, op.record_id, data, stamp, op.id))
     return ops, records
 
 
@@ -142,9 +142,9 @@ class RawClient:
             "mutation_name) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             ops,
         )
-        conn.executemany(
+        conn.executemany(  # as SQLiteStore binds a new record's row
             "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
-            "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            "version, created_version, last_op_id) VALUES (?1, ?2, ?3, '{}', '{}', 0, ?4, ?4, ?5)",
             records,
         )
         conn.executemany(

@@ -86,9 +86,9 @@ class RawWriter:
             record_id = f"0190f000-0000-7000-8000-{self.seq:012x}"
             data = json.dumps(todo(self.seq), separators=(",", ":"), sort_keys=True)
             deps = "[]" if self.previous is None else f'["{self.previous}"]'
-            ops.append((self.seq, op_id, NODE, self.seq, "insert", "todos", record_id, stamp,
-                        data, None, None, deps, 1, transaction_id, None))  # fmt: skip
-            records.append(("todos", record_id, data, "{}", "{}", 0, stamp, stamp, op_id))
+            ops.append((op_id, self.seq, "todos", record_id, stamp, data, deps, transaction_id,
+                        None))  # fmt: skip
+            records.append(("todos", record_id, data, stamp, op_id))
             self.previous = op_id
         return ops, records
 
@@ -97,15 +97,17 @@ class RawWriter:
         ops, records = self.rows(count, transaction_id)
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
+        # As SQLiteStore binds them: what is the same for every row is written into the SQL.
         conn.executemany(
-            "INSERT INTO ops (rowid, id, node_id, sequence_number, type, collection, "
-            "record_id, hlc, data, previous_data, atomic_ops, causal_deps, schema_version, "
-            "transaction_id, mutation_name) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO ops (id, node_id, sequence_number, type, collection, record_id, hlc, "
+            "data, previous_data, atomic_ops, causal_deps, schema_version, transaction_id, "
+            f"mutation_name) VALUES (?1, '{NODE}', ?2, 'insert', ?3, ?4, ?5, ?6, NULL, NULL, "
+            "?7, 1, ?8, ?9)",
             ops,
         )
         conn.executemany(
             "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
-            "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            "version, created_version, last_op_id) VALUES (?1, ?2, ?3, '{}', '{}', 0, ?4, ?4, ?5)",
             records,
         )
         conn.execute(
@@ -116,7 +118,7 @@ class RawWriter:
             "DO UPDATE SET sequence = max(sequence, excluded.sequence)",
             (NODE, self.seq),
         )
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)", (ops[-1][7],))
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('hlc', ?)", (ops[-1][4],))
         conn.execute("COMMIT")
 
 

@@ -148,6 +148,9 @@ class TxWrites:
     rows: list[OpRow] = attrs.field(factory=list)
     #: Every one of ``ops`` enters the outbound queue (a local write), in order.
     queued: bool = False
+    #: How many of ``rows`` are plain local inserts: this node's, of the replica's schema
+    #: version, no previous data or atomic ops (when all are, SQLite binds fewer columns).
+    plain_inserts: int = 0
     #: Final state of every touched record, except the new ones in ``fresh``.
     records: dict[RecordKey, RecordState] = attrs.field(factory=dict)
     #: Records this transaction created with one insert and nothing else: the index of
@@ -372,6 +375,7 @@ class Replica:
         insert = OpType.INSERT
         # The clock: ``now()`` for the first operation, then consecutive ticks.
         wall = logical = -1
+        plain = 0
         wall_prefix = ""
         node_suffix = ":" + node
         for mutation in mutations:
@@ -425,6 +429,7 @@ class Replica:
                     mutation.record_id is None,
                 )  # fmt: skip
                 fresh[key] = len(ops)
+                plain += 1
                 row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp,
                               builder.text, None, None, _deps_json(deps), schema_version,
                               transaction_id, op.mutation_name)  # fmt: skip
@@ -447,6 +452,7 @@ class Replica:
                 tx.pending_by_record.setdefault(key, []).append(op)
             last_local[collection] = previous_in_tx = op.id
         if ops:
+            tx.plain_inserts = plain
             tx.vv[node] = seq
             self.clock.advance_to(new_hlc_timestamp(wall, logical, node))
             tx.clock_last = self.clock.last

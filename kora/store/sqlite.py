@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
@@ -78,9 +79,10 @@ _OP_BY_ID: Final = "substr(id, 1, 8) = ? AND +id = ?"
 _RECORD_COLUMNS: Final = (
     "data, field_versions, field_atomic, deleted, version, created_version, last_op_id"
 )
-_INSERT_RECORD: Final = (
+#: A record that one insert created: (collection, id, data, the insert's stamp, its id).
+_INSERT_FRESH_RECORD: Final = (
     "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
-    "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?)"
+    "version, created_version, last_op_id) VALUES (?1, ?2, ?3, '{}', '{}', 0, ?4, ?4, ?5)"
 )
 _UPSERT_RECORD: Final = (
     "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
@@ -307,12 +309,45 @@ def _set_watermark(conn: sqlite3.Connection, view: str, value: int) -> None:
     )
 
 
+_SQL_SAFE: Final = re.compile(r"[0-9A-Za-z._:-]+")
+_plain_statements: dict[tuple[str, int], str] = {}
+
+
+def _plain_insert_statement(tx: TxWrites) -> str | None:
+    """For a transaction of plain local inserts only, the op log insert with the node id,
+    type, schema version and empty columns written into the SQL: each column bound costs
+    about as much as building the row (the rest is bound as ``(id, sequence number,
+    collection, record id, stamp, data, deps, transaction id, mutation name)``)."""
+    rows = tx.rows
+    if tx.plain_inserts != len(rows) or not rows:
+        return None
+    node, schema_version = rows[0][1], rows[0][11]
+    statement = _plain_statements.get((node, schema_version))
+    if statement is None:
+        if _SQL_SAFE.fullmatch(node) is None or type(schema_version) is not int:
+            return None
+        statement = (
+            f"INSERT INTO ops ({_OP_COLUMNS}) VALUES "
+            f"(?1, '{node}', ?2, 'insert', ?3, ?4, ?5, ?6, NULL, NULL, ?7, {schema_version}, "
+            "?8, ?9)"
+        )
+        if len(_plain_statements) < 64:
+            _plain_statements[(node, schema_version)] = statement
+    return statement
+
+
 def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     """Write a planned transaction with one ``executemany`` per table."""
     if tx.ops:
         if tx.queued:
             (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
-        conn.executemany(_INSERT_OP, tx.rows)
+        plain = _plain_insert_statement(tx)
+        if plain is None:
+            conn.executemany(_INSERT_OP, tx.rows)
+        else:
+            conn.executemany(
+                plain, [(r[0], r[2], r[4], r[5], r[6], r[7], r[10], r[12], r[13]) for r in tx.rows]
+            )
         if tx.queued:
             # SQLite gives each new row the rowid max + 1, so this transaction's operations
             # are exactly the rows above the maximum before it, in order (we hold the lock).
@@ -320,11 +355,8 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     if tx.fresh:
         # New records: every field at the record's version, nothing atomic yet.
         conn.executemany(
-            _INSERT_RECORD,
-            [
-                (row[4], row[5], row[7], "{}", "{}", 0, row[6], row[6], row[0])
-                for row in map(tx.rows.__getitem__, tx.fresh.values())
-            ],
+            _INSERT_FRESH_RECORD,
+            [(r[4], r[5], r[7], r[6], r[0]) for r in map(tx.rows.__getitem__, tx.fresh.values())],
         )
     if tx.records:
         _upsert_records(conn, tx.records.values())
