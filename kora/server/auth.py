@@ -48,11 +48,15 @@ class AuthContext:
         scopes: ``{collection: {field: value}}`` the user may read and write, or ``None`` for
             no restriction.  Treat the mappings as immutable.
         metadata: Anything else the provider wants the session (or a validator) to see.
+        expires_at: When the token expires (Unix seconds, e.g. a JWT's ``exp``), or
+            ``None``.  An open session asks the provider again at that moment, besides
+            every ``ServerLimits.auth_revalidate_interval``.
     """
 
     user_id: str
     scopes: Scope | None = None
     metadata: Mapping[str, JsonValue] = attrs.field(factory=dict)
+    expires_at: float | None = None
 
 
 @runtime_checkable

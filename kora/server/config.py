@@ -59,6 +59,9 @@ class ServerLimits:
         long_poll_session_ttl: A long-poll session with no request for this long expires.
         long_poll_queue_frames: Frames queued for a long-poll client before the session
             waits for it to poll (backpressure; nothing is dropped).
+        auth_revalidate_interval: How often a session's token is checked again with the
+            auth provider (also at the token's ``AuthContext.expires_at``); a token the
+            provider refuses by then closes its session with 4401.
         shutdown_timeout: How long graceful shutdown waits for sessions to finish the batch
             in progress before they are cut.
     """
@@ -78,6 +81,7 @@ class ServerLimits:
     long_poll_session_ttl: float = attrs.field(default=60.0, validator=_positive)
     long_poll_queue_frames: int = attrs.field(default=1000, validator=_positive)
     shutdown_timeout: float = attrs.field(default=10.0, validator=_positive)
+    auth_revalidate_interval: float = attrs.field(default=60.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.ping_interval is not None and self.ping_interval >= self.idle_timeout:

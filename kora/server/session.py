@@ -246,6 +246,7 @@ class SyncSession:
         self._last_ack_progress = 0.0
         self._rate_key = ""
         self._own_run = OwnRun()
+        self._token = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -262,6 +263,8 @@ class SyncSession:
                         nursery.start_soon(self._reader, nursery.cancel_scope)
                         nursery.start_soon(self._pusher, subscription)
                         nursery.start_soon(self._watch, subscription, nursery.cancel_scope)
+                        if self._token:
+                            nursery.start_soon(self._revalidate)
                 except* SessionClosed as group:
                     # Several tasks can end the session at once; the first reason is sent.
                     await self._close(_first_closed(group))
@@ -307,6 +310,58 @@ class SyncSession:
         async with self._lock:  # let the batch in progress finish and be acknowledged
             await self._close(SessionClosed(CloseCode.GOING_AWAY, "server shutting down"))
         cancel_scope.cancel()
+
+    async def _revalidate(self) -> None:
+        """Ask the auth provider about the session's token again, every
+        ``auth_revalidate_interval`` and at the token's expiry, so a revoked or expired token
+        loses its open session within that time (reliability.md B6 #49), not only at the
+        next connection.
+
+        A provider that fails (raises) keeps the session: the token was valid and an outage
+        of the identity service should not disconnect every client; the next round asks
+        again.  A different identity or different grants end the session too (close 4401
+        with a retriable ``SYNC_ERROR``), so the client reconnects under what its token
+        grants now.
+        """
+        provider = self._ctx.auth
+        assert provider is not None
+        assert self.auth is not None
+        interval = self._ctx.limits.auth_revalidate_interval
+        while True:
+            delay = interval
+            expires_at = self.auth.expires_at
+            if expires_at is not None:
+                delay = min(delay, max(0.0, expires_at - self._clock_ms() / 1000))
+            await trio.sleep(delay)
+            try:
+                current = await provider.authenticate(self._token)
+            except Exception:
+                log.exception(
+                    "auth provider failed while re-validating a session; it stays open",
+                    extra=fields(session=self.session_id),
+                )
+                continue
+            if current is None:
+                log.info(
+                    "token no longer valid: session closed",
+                    extra=fields(session=self.session_id, node=self.client_node),
+                )
+                raise SessionClosed(
+                    CloseCode.UNAUTHENTICATED,
+                    "token revoked or expired",
+                    error=(ErrorCode.AUTH_FAILED, "Authentication is no longer valid", False),
+                )
+            if current.user_id != self.auth.user_id or current.scopes != self.auth.scopes:
+                log.info(
+                    "identity or grants changed: session closed",
+                    extra=fields(session=self.session_id, node=self.client_node),
+                )
+                raise SessionClosed(
+                    CloseCode.UNAUTHENTICATED,
+                    "grants changed",
+                    error=(ErrorCode.SYNC_ERROR, "The token's grants changed: reconnect", True),
+                )
+            self.auth = current
 
     # ------------------------------------------------------------ frames in and out
 
@@ -380,10 +435,12 @@ class SyncSession:
         self.client_node = hello.node_id
         provider = self._ctx.auth
         if provider is None:
+            self._token = ""
             self.auth = None
         else:
+            self._token = hello.auth_token or ""
             try:
-                self.auth = await provider.authenticate(hello.auth_token or "")
+                self.auth = await provider.authenticate(self._token)
             except Exception:
                 log.exception("auth provider failed", extra=fields(session=self.session_id))
                 await self._refuse(
