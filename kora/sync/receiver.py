@@ -128,12 +128,18 @@ class ReceiverActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self._link.session
         with self._frames_in, self._frames_out, self._outbound, self._metrics:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_late_acks)
-                task_status.started()
-                while True:
-                    frame = await self._next_frame()
-                    await self._act(self._decode(session, frame))
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._send_late_acks)
+                    task_status.started()
+                    while True:
+                        frame = await self._next_frame()
+                        await self._act(self._decode(session, frame))
+            except BaseExceptionGroup as group:
+                # The helper never fails by itself: the loop's end, unwrapped, says why.
+                if len(group.exceptions) == 1 and isinstance(group.exceptions[0], ConnectionEnded):
+                    raise group.exceptions[0]  # noqa: B904 - its own cause is kept
+                raise
 
     async def _send(self, action: SendFrame) -> None:
         message = action.message
