@@ -299,3 +299,80 @@ async def test_connection_actor_reports_the_servers_close_reason(autojump_clock:
             nursery.start_soon(serve)
             with pytest.raises(ConnectionEnded, match="server restarting"):
                 await actor.run()
+
+
+def _self_signed(host: str) -> tuple[bytes, bytes]:
+    """A certificate for ``host`` and its key, PEM (made with ``cryptography``)."""
+    pytest.importorskip("cryptography")
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+async def test_wss_over_real_tls_on_loopback(tmp_path: object) -> None:
+    """``wss://`` end to end on a real socket: TLS, the handshake, a frame each way and the
+    close handshake (``open_websocket_transport`` itself, not a stream we made)."""
+    import functools
+    import ssl
+    from pathlib import Path
+
+    from kora.sync.websocket import open_websocket_transport
+
+    cert, key = _self_signed("localhost")
+    directory = Path(str(tmp_path))
+    (directory / "cert.pem").write_bytes(cert)
+    (directory / "key.pem").write_bytes(key)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    client_context = ssl.create_default_context(cadata=cert.decode())
+    codes: list[int | None] = []
+    served = trio.Event()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        server = FakeServer(trio.SSLStream(stream, server_context, server_side=True))
+        await server.accept()
+        event = await server.next_event()
+        assert isinstance(event, TextMessage)
+        await server.send(TextMessage(f"echo {event.data}"))
+        codes.append(await server.close_code())
+        await server.stream.aclose()
+        served.set()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            serve = functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
+            (listener,) = await nursery.start(serve)
+            port = listener.socket.getsockname()[1]
+            url = f"wss://localhost:{port}/sync?x=1"
+            async with open_websocket_transport(url, ssl_context=client_context) as transport:
+                await transport.send("hello")
+                assert await transport.receive() == "echo hello"
+            await served.wait()
+            nursery.cancel_scope.cancel()
+    assert codes == [1000]
