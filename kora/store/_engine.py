@@ -207,6 +207,8 @@ class RebaseWrites:
         clock: The clock to use from the commit on (None: keep the current one).
         clock_last: ``clock.last``, to persist when ``clock`` is set (None: nothing issued).
         correction_ms: The physical clock correction to use from the commit on.
+        server_time_ms: The handshake's server time the rebase was planned for: the clock's
+            reference offset (spec 3.3) is set from it once the rebase committed.
     """
 
     replaced: list[tuple[str, Operation, EncodedOp]] = attrs.field(factory=list)
@@ -214,6 +216,7 @@ class RebaseWrites:
     clock: HybridLogicalClock | None = None
     clock_last: HLCTimestamp | None = None
     correction_ms: int = 0
+    server_time_ms: int | None = None
 
     @property
     def writes_anything(self) -> bool:
@@ -262,6 +265,19 @@ def fresh_state(op: Operation, stamp: str) -> RecordState:
         version=stamp,
         created_version=stamp,
         last_op_id=op.id,
+    )
+
+
+def _load_named(
+    reader: TxReader, mutations: Sequence[LocalMutation]
+) -> dict[RecordKey, RecordState]:
+    """The stored states of the records that ``mutations`` name (absent ones left out)."""
+    return reader.load_records(
+        {
+            (m.collection, m.record_id)
+            for m in mutations
+            if type(m.collection) is str and type(m.record_id) is str
+        }
     )
 
 
@@ -371,6 +387,10 @@ class Replica:
         ops = tx.ops
         rows = tx.rows
         builders: dict[str, InsertBuilder] = {}
+        # The records the mutations name, read in one query when the first one is needed
+        # (the app names the records it inserts: one point query each would cost more than
+        # everything else about an insert).  This transaction's own changes take precedence.
+        stored: dict[RecordKey, RecordState] | None = None
         record_ids: Iterator[str] | None = None
         insert = OpType.INSERT
         # The clock: ``now()`` for the first operation, then consecutive ticks.
@@ -396,7 +416,11 @@ class Replica:
             else:
                 _check_name("record_id", record_id)
                 key = (collection, record_id)
-                current = tx.current(key) or reader.load_record(collection, record_id)
+                current = tx.current(key)
+                if current is None:
+                    if stored is None:
+                        stored = _load_named(reader, mutations)
+                    current = stored.get(key)
 
             last_here = last_local.get(collection) or self._last_local_op(reader, collection)
             deps: tuple[str, ...]
@@ -650,7 +674,9 @@ class Replica:
             raise ValidationError(f"server time must be an int of ms >= 0, got {server_time_ms!r}")
         limit = server_time_ms + MAX_CLOCK_LEAD_MS
         lead = self.physical.uncorrected() - server_time_ms
-        writes = RebaseWrites(correction_ms=-lead if lead > MAX_CLOCK_LEAD_MS else 0)
+        writes = RebaseWrites(
+            correction_ms=-lead if lead > MAX_CLOCK_LEAD_MS else 0, server_time_ms=server_time_ms
+        )
         last = self.clock.last
         # Everything this node holds is at or below its clock: nothing can be ahead if it is not.
         if last is None or last.wall_time <= limit or limit + 1 >= MAX_WALL_TIME:
@@ -697,6 +723,12 @@ class Replica:
         self.physical.correction_ms = writes.correction_ms
         if writes.clock is not None:
             self.clock = writes.clock
+        if writes.server_time_ms is not None:
+            # serverTime - localTime (spec 3.3), on whichever clock is current: a clock that
+            # runs behind the server must still accept what the server relays from clocks
+            # that do not (without it, a device 5 minutes slow refused every newer remote
+            # operation with CLOCK_DRIFT).
+            self.clock.set_reference_offset(writes.server_time_ms - self.physical())
         renamed = writes.id_map()
         for collection, op_id in self._last_local.items():
             if op_id is not None and op_id in renamed:

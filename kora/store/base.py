@@ -157,6 +157,8 @@ class Store(abc.ABC):
             watermark: ``(view, value)``: also set that view's delivery watermark, as
                 ``set_delivery_watermark`` does, in the same transaction, so the batch and
                 the watermark that counts it are durable together (one commit, not two).
+                Not set when an operation was refused retriably (clock drift): it must be
+                delivered again.
 
         Raises:
             ValidationError: The watermark value is not a non-negative int.

@@ -168,7 +168,7 @@ class MemoryStore(Store):
         await self._enter()
         tx, duplicates, rejected = self._replica.plan_remote(self, list(operations))
         self._commit(tx)
-        if watermark is not None:
+        if watermark is not None and not any(r.retriable for r in rejected):
             self._set_watermark(*watermark)
         result = ApplyResult(
             applied=tuple(tx.ops),

@@ -52,6 +52,7 @@ from kora.store.values import (
     Order,
     Record,
     RejectedOperation,
+    RemoteRejection,
     StoreStatistics,
     Where,
 )
@@ -456,10 +457,23 @@ class SQLiteStore(Store):
         batch = list(operations)
         if watermark is not None:
             check_watermark(watermark[1])
+        retry_later: list[bool] = [False]
+
+        def plan(reader: _Reader) -> tuple[TxWrites, int, list[RemoteRejection]]:
+            planned = self._replica.plan_remote(reader, batch)
+            retry_later[0] = any(rejection.retriable for rejection in planned[2])
+            return planned
+
+        def store_watermark(conn: sqlite3.Connection) -> None:
+            # An operation refused for now (clock drift) must come again: the watermark
+            # stays where it was, so the next connection's delivery resumes before it.
+            if watermark is not None and not retry_later[0]:
+                _set_watermark(conn, *watermark)
+
         tx, duplicates, rejected = await self._write_transaction(
-            lambda reader: self._replica.plan_remote(reader, batch),
+            plan,
             lambda planned: planned[0],
-            after=None if watermark is None else lambda conn: _set_watermark(conn, *watermark),
+            after=None if watermark is None else store_watermark,
         )
         result = ApplyResult(
             applied=tuple(tx.ops),

@@ -297,6 +297,10 @@ class ReceiverActor:
                     "message": rejection.message,
                 },
             )
+        if any(rejection.retriable for rejection in result.rejected):
+            # Refused for now (clock drift): the store kept the old watermark, so nothing of
+            # the group is acknowledged and the next connection is sent it again.
+            raise ConnectionEnded("received operations refused for now; they will be resent")
         return held
 
     def _take_arrived(self, session: ClientSession, held: list[Action]) -> None:

@@ -14,7 +14,8 @@ The nine targeted cases of reliability.md B1, by their names there:
 * "3 concurrent increments (5+3+2 must give 10)": ``..._concurrent_increments_add_up``;
 * "equal HLC from two nodes": ``..._equal_hlc_from_two_nodes``;
 * "a client wall clock that jumps back 1 h": ``..._client_wall_clock_jumps_back_1_h`` and
-  ``..._then_receives`` (xfail: a client more than 5 min behind refuses newer remote ops);
+  ``..._then_receives`` (a client more than 5 min behind accepts newer remote ops: the
+  handshake sets its clock's reference offset; this case found that it did not);
 * "server restart between commit and ack": ``..._server_restart_between_commit_and_ack``,
   and its client side from the same SQLite file,
   ``..._client_restart_between_commit_and_ack``.
@@ -953,20 +954,6 @@ async def test_simulation_targeted_client_wall_clock_jumps_back_1_h(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a client whose clock is more than 5 min behind refuses every newer remote op: "
-        "Store.apply_remote (kora/store/_engine.py, Replica.plan_remote, as "
-        "HybridLogicalClock.receive) refuses a wall time beyond physical time + reference "
-        "offset + 5 min with CLOCK_DRIFT, and nothing ever sets the reference offset (spec "
-        "3.3: setReferenceOffset(serverTime - localTime) at each handshake; "
-        "kora/sync/handshake.py _check_clock only corrects a fast clock); the op is "
-        "reported as sync:apply-failed, its batch is acknowledged and the watermark moves "
-        "past it, so node-a never gets it and diverges (docs/sync.md says a slow clock is "
-        "only reported, nothing is refused)"
-    ),
-)
 @pytest.mark.usefixtures("sqlite_in_loop")
 async def test_simulation_targeted_client_wall_clock_jumps_back_1_h_then_receives(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
