@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ async def test_simulation_seeds_converge() -> None:
     seeds = chosen_seeds()
     workers = max(1, min(int(os.environ.get("KORA_SIM_WORKERS", "2")), os.cpu_count() or 1))
     results: list[dict[str, Any]] = []
+    started = time.monotonic()
     with trio.fail_after(3600):
         async with trio.open_nursery() as nursery:
             for index in range(workers):
@@ -140,7 +142,8 @@ async def test_simulation_seeds_converge() -> None:
         f"{total['chaos_faults']} frame faults, {total['partitions']} partitions, "
         f"{total['swizzles']} swizzle-clogs, {total['client_restarts']} client restarts, "
         f"{total['server_restarts']} server restarts; slowest convergence after healing "
-        f"{slowest:.2f} s (virtual); {sum(r.get('wall', 0) for r in passed):.0f} s of CPU"
+        f"{slowest:.2f} s (virtual); {sum(r.get('cpu', 0) for r in results):.0f} s of CPU in "
+        f"{workers} workers, {time.monotonic() - started:.0f} s"
     )
     if failed:
         record_regressions([r["seed"] for r in failed])
