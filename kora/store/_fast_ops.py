@@ -303,7 +303,15 @@ class InsertBuilder:
         if (
             self._simple
             and type(data) is dict
-            and (safe_id or (_SAFE_ID.fullmatch(record_id) is not None and record_id))
+            and (
+                safe_id
+                # ASCII that the encoder writes as it is: nothing to escape.
+                or (
+                    record_id
+                    and record_id.isascii()
+                    and len(c_encode_basestring(record_id)) == len(record_id) + 2
+                )
+            )
             and _flat_and_plain(data) is True
         ):
             data_text = encode_sorted(data)

@@ -897,3 +897,34 @@ async def test_a_batch_out_of_order_with_repeats_and_a_rival_is_sorted_out(opene
         assert last > three.timestamp
         mine = await b.write_local(insert({"n": 9}))
         assert mine.timestamp > three.timestamp
+
+
+async def test_named_records_in_one_batch_see_the_store_and_each_other(opener: Opener) -> None:
+    """A batch reads the records it names in one go; its own changes come first."""
+    async with opener() as store:
+        await store.write_local_many([insert({"n": 1}, record_id="old"), insert({"n": 2}, "gone")])
+        await store.write_local(LocalMutation.delete("todos", "gone"))
+        with pytest.raises(RecordExistsError):
+            await store.write_local_many([insert({"n": 3}, record_id="new"), insert({}, "old")])
+        assert await store.get("todos", "new") is None
+        ops = await store.write_local_many(
+            [
+                insert({"n": 3}, record_id="new"),
+                LocalMutation.update("todos", "new", {"n": 4}),
+                insert({"n": 5}, record_id="gone"),  # re-inserts a deleted record
+                LocalMutation.update("todos", "old", {"n": 6}),
+                LocalMutation.delete("todos", "old"),
+            ],
+            transaction_id="t",
+        )
+        assert [op.type for op in ops] == [OpType.INSERT, OpType.UPDATE, OpType.INSERT,
+                                           OpType.UPDATE, OpType.DELETE]  # fmt: skip
+        new = await store.get("todos", "new")
+        gone = await store.get("todos", "gone")
+        assert new is not None
+        assert new.fields == {"n": 4}
+        assert gone is not None
+        assert gone.fields == {"n": 5}
+        assert await store.get("todos", "old") is None
+        with pytest.raises(RecordNotFoundError):
+            await store.write_local(LocalMutation.update("todos", "old", {"n": 7}))
