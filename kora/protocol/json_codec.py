@@ -81,6 +81,7 @@ _ESCAPE: Final = re.compile(r"\\.", re.DOTALL)
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _PARENS: Final = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
 _DEPTH_STEP: Final = [1 if b == ord("(") else -1 for b in range(256)]
 
 
@@ -325,15 +326,29 @@ def _check_depth(text: str, limit: int) -> None:
     Iterative and linear: no recursion, so a 100,000-deep ``[[[[`` costs a few
     milliseconds and never reaches the recursive parser.
     """
-    if text.count("[") + text.count("{") <= limit:
-        return  # cannot be deeper than the number of openers (strings included)
-    # Drop escapes, then everything between quotes: what is left is outside strings.
-    if "\\" in text:
-        text = _ESCAPE.sub("", text)
-    outside = "".join(text.split('"')[::2])
-    # Keep only the brackets, as b"(" and b")".  Non-ASCII outside a string is invalid
-    # JSON anyway (the parser reports it), so dropping it here is safe.
-    structure = outside.encode("ascii", "ignore").translate(_PARENS, _NOT_BRACKETS)
+    structure: bytes | None = None
+    if "\\" not in text:
+        # Without escapes every quote opens or closes a string.  Keep only quotes and
+        # brackets (UTF-8 encodes non-ASCII without ASCII bytes), then drop the "" pairs
+        # left to right: if no quote is left, each string held no bracket and what is left
+        # is exactly the brackets outside strings.  A few C passes over the frame; a string
+        # with a bracket in it takes the general path below.
+        kept = text.encode("utf-8", "surrogatepass").translate(_PARENS, _NOT_STRUCTURE)
+        if kept.count(b"(") <= limit:
+            return  # cannot be deeper than the number of openers (strings included)
+        paired = kept.replace(b'""', b"")
+        if b'"' not in paired:
+            structure = paired
+    elif text.count("[") + text.count("{") <= limit:
+        return
+    if structure is None:
+        # Drop escapes, then everything between quotes: what is left is outside strings.
+        if "\\" in text:
+            text = _ESCAPE.sub("", text)
+        outside = "".join(text.split('"')[::2])
+        # Keep only the brackets, as b"(" and b")".  Non-ASCII outside a string is invalid
+        # JSON anyway (the parser reports it), so dropping it here is safe.
+        structure = outside.encode("ascii", "ignore").translate(_PARENS, _NOT_BRACKETS)
     too_deep = b"(" * (limit + 1)
     # Each pass deletes the innermost pairs, i.e. one level of the tree; a run of
     # limit + 1 openers (the usual attack) is found by a C-speed substring search.
@@ -387,8 +402,8 @@ def _legacy_bytes_to_kora_bytes(data: dict[str, Any]) -> None:
                 data[key] = {_KORA_BYTES: tagged}
 
 
-def _operation(wire: object, position: int) -> Operation:
-    if type(wire) is dict:
+def _operation(wire: object, position: int, legacy_bytes: bool) -> Operation:
+    if legacy_bytes and type(wire) is dict:
         for key in ("data", "previousData"):
             data = wire.get(key)
             if type(data) is dict:
@@ -565,10 +580,17 @@ class JsonCodec:
         value = _parse(text, self.limits)
         if type(value) is not dict:
             raise InvalidJsonError(f"a frame must hold a JSON object, got {_type_name(value)}")
-        return self._message(value, size, malformed)
+        # Only a frame that spells the legacy wrapper's key, or escapes something (it may
+        # be spelled "\\u005f_kora_bytes__"), can hold one: the others skip the data scan.
+        legacy_bytes = _LEGACY_BYTES in text or "\\" in text
+        return self._message(value, size, malformed, legacy_bytes)
 
     def _message(
-        self, wire: dict[str, Any], size: int, malformed: list[MalformedOperation] | None
+        self,
+        wire: dict[str, Any],
+        size: int,
+        malformed: list[MalformedOperation] | None,
+        legacy_bytes: bool,
     ) -> Message:
         type_ = wire.get("type")
         if type_ is None:
@@ -579,7 +601,7 @@ class JsonCodec:
         if cls is None:
             raise UnknownMessageTypeError(f"unknown message type {type_[:80]!r}")
         try:
-            return self._fields(cls, wire, size, malformed)
+            return self._fields(cls, wire, size, malformed, legacy_bytes)
         except RemoteProtocolError as exc:
             if type_ in SIDE_CHANNEL_TYPES:
                 exc.fatal = False  # spec 1.4: never let a side channel end a session
@@ -591,6 +613,7 @@ class JsonCodec:
         wire: dict[str, Any],
         size: int,
         malformed: list[MalformedOperation] | None,
+        legacy_bytes: bool,
     ) -> Message:
         limits = self.limits
         message_id = wire.get("messageId")
@@ -604,14 +627,20 @@ class JsonCodec:
                 continue
             values[attribute] = check(wire_name, wire[wire_name], limits)
         if cls is OperationBatch:
-            values["operations"] = self._operations(values["operations"], size, malformed)
+            values["operations"] = self._operations(
+                values["operations"], size, malformed, legacy_bytes
+            )
         if len(wire) > len(values) + 1:
             known = _KNOWN_KEYS[cls.TYPE]
             values["extra"] = {k: v for k, v in wire.items() if k not in known}
         return cls(**values)
 
     def _operations(
-        self, wires: Sequence[Any], frame_size: int, malformed: list[MalformedOperation] | None
+        self,
+        wires: Sequence[Any],
+        frame_size: int,
+        malformed: list[MalformedOperation] | None,
+        legacy_bytes: bool,
     ) -> tuple[Operation, ...]:
         max_op = self.limits.max_operation_bytes
         # An operation's compact JSON is no longer than the text it came from (up to number
@@ -621,13 +650,15 @@ class JsonCodec:
             if measure:
                 for position, wire in enumerate(wires):
                     _check_operation_size(wire, position, max_op)
-            return tuple(_operation(wire, position) for position, wire in enumerate(wires))
+            return tuple(
+                [_operation(wire, position, legacy_bytes) for position, wire in enumerate(wires)]
+            )
         operations: list[Operation] = []
         for position, wire in enumerate(wires):
             try:
                 if measure:
                     _check_operation_size(wire, position, max_op)
-                operations.append(_operation(wire, position))
+                operations.append(_operation(wire, position, legacy_bytes))
             except (InvalidOperationError, OperationTooLargeError) as exc:
                 named = MalformedOperation.named(position, wire, exc)
                 if named is None:

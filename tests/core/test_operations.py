@@ -254,3 +254,80 @@ def test_from_wire_accepts_sequence_zero_and_keeps_empty_atomic_ops() -> None:
     assert op.atomic_ops == {}
     assert operation_to_wire(op)["atomicOps"] == {}
     assert op.compute_id() == make().id  # empty atomicOps are not hashed
+
+
+class _NotADict(dict[str, Any]):
+    """A mapping that is not exactly a dict: ``operation_from_wire`` takes its full path."""
+
+
+_ODD_VALUES: list[Any] = [
+    ...,
+    None,
+    "",
+    "x",
+    0,
+    -1,
+    1,
+    True,
+    1.0,
+    2**53,
+    [],
+    ["a"],
+    [1],
+    {},
+    {"a": 1},
+]
+
+
+@pytest.mark.parametrize("kind", ["insert", "update", "delete"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "id",
+        "nodeId",
+        "type",
+        "collection",
+        "recordId",
+        "data",
+        "previousData",
+        "timestamp",
+        "sequenceNumber",
+        "causalDeps",
+        "schemaVersion",
+        "transactionId",
+        "mutationName",
+        "wallTime",
+        "logical",
+        "tsNodeId",
+    ],
+)
+def test_from_wire_fast_path_agrees_with_the_full_path(kind: str, key: str) -> None:
+    # A plain dict of the common shape is checked by one fast expression; anything it does
+    # not accept goes through the field-by-field path, so both must give the same answer.
+    base = wire_op(type=kind, previousData={"title": "old"} if kind == "update" else None)
+    if kind == "delete":
+        base["data"] = None
+    for value in _ODD_VALUES:
+        wire = {**base, "timestamp": dict(base["timestamp"])}
+        target, name = (wire["timestamp"], key) if key in ("wallTime", "logical") else (wire, key)
+        if key == "tsNodeId":
+            target, name = wire["timestamp"], "nodeId"
+        if value is ...:
+            target.pop(name, None)
+        else:
+            target[name] = value
+        slow = _NotADict(wire)
+        try:
+            expected: Operation | str = operation_from_wire(slow)
+        except MalformedOperationError as exc:
+            expected = f"{exc.field}: {exc}"
+        try:
+            got: Operation | str = operation_from_wire(wire)
+        except MalformedOperationError as exc:
+            got = f"{exc.field}: {exc}"
+        assert got == expected, (key, value)
+        if isinstance(got, Operation):
+            assert isinstance(expected, Operation)
+            assert type(got.type) is OpType
+            assert type(got.causal_deps) is tuple
+            assert got.data is wire.get("data")  # not a copy

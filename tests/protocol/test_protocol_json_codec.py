@@ -257,6 +257,22 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     assert isinstance(message, OperationBatch)
 
 
+def test_brackets_inside_strings_without_escapes_do_not_hide_or_add_nesting() -> None:
+    # Frames without a backslash take the quote-pairing scan; strings with brackets in
+    # them must neither count as nesting nor cancel real nesting out.
+    assert isinstance(CODEC.decode(text(batch(op(data={"t": "[{" * 300})))), OperationBatch)
+    assert isinstance(CODEC.decode(text(batch(op(data={"t": "]}" * 300})))), OperationBatch)
+    deep: Any = 1
+    for _ in range(61):
+        deep = [deep]
+    for title in ("", "]" * 100, "}]" * 100, "[" * 100, '"'):
+        frame = text(batch(op(data={"t": title, "deep": deep}), op(data={"t": title})))
+        assert refused(frame).code == "NESTING_TOO_DEEP", title
+    shallow = batch(*(op(data={"t": "a]b", "deep": deep[0]}) for _ in range(10)))
+    assert isinstance(CODEC.decode(text(shallow)), OperationBatch)
+    assert isinstance(CODEC.decode(text(shallow).encode()), OperationBatch)
+
+
 def test_surrogate_pairs_are_fine() -> None:
     frame = (
         '{"type":"error","messageId":"\\ud83d\\ude00","code":"C","message":"😀","retriable":false}'
