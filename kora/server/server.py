@@ -121,6 +121,10 @@ class SyncServer:
         """Serve until ``shutdown()`` (then stop gracefully) or cancellation."""
         ctx = self._ctx
         try:
+            # The hub learns what the store already holds before anyone can connect: with an
+            # empty window and no maximum, a session would read "end of the log" from it and
+            # tell a client it is synced while the store holds operations it lacks.
+            ctx.hub.publish(await ctx.store.max_delivery_sequence())
             async with trio.open_nursery() as background:
                 background.start_soon(partial(ctx.hub.follow_store, ctx.store.wait_for_new))
                 # The hub follower runs until cancelled; the services stop after a shutdown.
