@@ -132,13 +132,6 @@ _TYPE_TEXT: Final = {kind: kind.value for kind in OpType}
 _second: Final = operator.itemgetter(1)
 
 
-def op_row(op: Operation, encoded: EncodedOp) -> OpRow:
-    stamp, data, previous, atomic, deps = encoded
-    return (op.id, op.node_id, op.sequence_number, _TYPE_TEXT[op.type], op.collection,
-            op.record_id, stamp, data, previous, atomic, deps, op.schema_version,
-            op.transaction_id, op.mutation_name)  # fmt: skip
-
-
 @attrs.define
 class TxWrites:
     """Everything one transaction writes, in the order the backend must apply it."""
@@ -163,12 +156,6 @@ class TxWrites:
     clock_last: HLCTimestamp | None = None
     #: ``ops`` grouped by record, built on the first out-of-order merge, then kept current.
     pending_by_record: dict[RecordKey, list[Operation]] | None = None
-
-    def add_op(self, op: Operation, row: OpRow) -> None:
-        self.ops.append(op)
-        self.rows.append(row)
-        if self.pending_by_record is not None:
-            self.pending_by_record.setdefault((op.collection, op.record_id), []).append(op)
 
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""
