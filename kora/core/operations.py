@@ -15,6 +15,7 @@ not here; ``$koraBytes`` values are ordinary JSON objects at this level.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from kora.core.errors import MalformedOperationError, ValidationError
@@ -22,7 +23,12 @@ from kora.core.hlc import MAX_LOGICAL, MAX_WALL_TIME, HLCTimestamp
 from kora.core.json_types import JsonObject, JsonValue, copy_json_value
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 
-__all__ = ["create_operation", "operation_from_wire", "operation_to_wire"]
+__all__ = [
+    "common_operation_from_wire",
+    "create_operation",
+    "operation_from_wire",
+    "operation_to_wire",
+]
 
 _NUMERIC_ATOMIC_TYPES = frozenset({AtomicOpType.INCREMENT, AtomicOpType.MAX, AtomicOpType.MIN})
 
@@ -293,30 +299,56 @@ def _wire_atomic_ops(wire: Mapping[str, Any], op_id: object) -> dict[str, Atomic
 
 
 _OP_TYPES: dict[str, OpType] = {kind.value: kind for kind in OpType}
+_COMMON_FIELDS = itemgetter(
+    "id",
+    "nodeId",
+    "type",
+    "collection",
+    "recordId",
+    "data",
+    "previousData",
+    "timestamp",
+    "sequenceNumber",
+    "causalDeps",
+    "schemaVersion",
+)
+_COMMON_SIZE = 11  # the keys above: no atomic ops, transaction id, mutation name or extras
+_TIMESTAMP_FIELDS = itemgetter("wallTime", "logical", "nodeId")
 
 
-def _common_operation(wire: dict[str, Any]) -> Operation | None:
-    """The operation in ``wire`` if it has the common shape and passes every check of the
-    full path (exact types only), else None: then the full path decides, and says why.
+def common_operation_from_wire(wire: dict[str, Any]) -> Operation | None:
+    """``operation_from_wire(wire)`` if ``wire`` has the common shape and passes every
+    check of the full path with exact types, else None: then the full path decides, and
+    says why.
 
-    A fresh client decodes every operation of the server through here, so the checks are
-    one expression of exact type tests instead of a call per field.
+    A fresh client decodes every operation of the server through here, so the lookups are
+    one C call and the checks one expression of exact type tests.
     """
-    if "atomicOps" in wire:
+    if type(wire) is not dict:
         return None
-    op_id = wire.get("id")
-    node_id = wire.get("nodeId")
-    collection = wire.get("collection")
-    record_id = wire.get("recordId")
-    raw_type = wire.get("type")
-    data = wire.get("data")
-    previous_data = wire.get("previousData")
-    raw_ts = wire.get("timestamp")
-    sequence_number = wire.get("sequenceNumber")
-    deps = wire.get("causalDeps")
-    schema_version = wire.get("schemaVersion")
-    transaction_id = wire.get("transactionId")
-    mutation_name = wire.get("mutationName")
+    try:
+        (
+            op_id,
+            node_id,
+            raw_type,
+            collection,
+            record_id,
+            data,
+            previous_data,
+            raw_ts,
+            sequence_number,
+            deps,
+            schema_version,
+        ) = _COMMON_FIELDS(wire)
+    except KeyError:
+        return None  # e.g. data left out (null): the full path
+    if len(wire) == _COMMON_SIZE:
+        transaction_id = mutation_name = None
+    elif "atomicOps" in wire:
+        return None
+    else:
+        transaction_id = wire.get("transactionId")
+        mutation_name = wire.get("mutationName")
     if not (
         type(op_id) is str
         and type(node_id) is str
@@ -349,9 +381,10 @@ def _common_operation(wire: dict[str, Any]) -> Operation | None:
             return None
     elif data is None or (op_type is OpType.UPDATE and previous_data is None):
         return None
-    wall = raw_ts.get("wallTime")
-    logical = raw_ts.get("logical")
-    ts_node = raw_ts.get("nodeId")
+    try:
+        wall, logical, ts_node = _TIMESTAMP_FIELDS(raw_ts)
+    except KeyError:
+        return None
     if not (
         type(wall) is int
         and type(logical) is int
@@ -399,7 +432,7 @@ def operation_from_wire(wire: Mapping[str, Any]) -> Operation:
         MalformedOperationError: Naming the first offending field (``error.field``).
     """
     if type(wire) is dict:
-        op = _common_operation(wire)
+        op = common_operation_from_wire(wire)
         if op is not None:
             return op
     elif not isinstance(wire, Mapping):

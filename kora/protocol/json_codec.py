@@ -31,7 +31,11 @@ from typing import Any, Final, NoReturn
 from kora.core.canonical import json_stringify
 from kora.core.errors import MalformedOperationError
 from kora.core.operation import Operation
-from kora.core.operations import operation_from_wire, operation_to_wire
+from kora.core.operations import (
+    common_operation_from_wire,
+    operation_from_wire,
+    operation_to_wire,
+)
 from kora.protocol.errors import (
     DuplicateKeyError,
     FrameTooLargeError,
@@ -372,15 +376,19 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+# Built once (json.loads with arguments builds a decoder and its scanner per call); shared
+# like json's own default decoder.
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_pairs,
+    parse_constant=_reject_constant,
+    parse_float=_finite_float,
+)
+
+
 def _parse(text: str, limits: Limits) -> Any:
     _check_depth(text, limits.max_nesting_depth)
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_pairs,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
-        )
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidJsonError(f"not valid JSON: {exc}") from exc
     except ValueError as exc:  # e.g. an integer literal of more than 4300 digits
@@ -646,25 +654,47 @@ class JsonCodec:
         # An operation's compact JSON is no longer than the text it came from (up to number
         # re-formatting), so small frames need no per-operation measuring.
         measure = frame_size > max_op
-        if malformed is None:
-            if measure:
+        if not measure and not legacy_bytes:
+            # The common shape in one call each; the rest (and every error) the full way.
+            found = [common_operation_from_wire(wire) for wire in wires]
+            for op in found:
+                if (
+                    op is None
+                    or op.sequence_number > MAX_SAFE_INTEGER
+                    or op.schema_version > MAX_SAFE_INTEGER
+                ):
+                    break
+            else:
+                return tuple(found)  # type: ignore[arg-type]
+        else:
+            found = [None] * len(wires)
+            if measure and malformed is None:
+                # A frame with a too large operation is refused as such, whatever else.
                 for position, wire in enumerate(wires):
                     _check_operation_size(wire, position, max_op)
-            return tuple(
-                [_operation(wire, position, legacy_bytes) for position, wire in enumerate(wires)]
-            )
-        operations: list[Operation] = []
+                measure = False
+        kept: list[Operation] = []
         for position, wire in enumerate(wires):
+            op = found[position]
+            if (
+                op is not None
+                and op.sequence_number <= MAX_SAFE_INTEGER
+                and op.schema_version <= MAX_SAFE_INTEGER
+            ):
+                kept.append(op)
+                continue
             try:
                 if measure:
                     _check_operation_size(wire, position, max_op)
-                operations.append(_operation(wire, position, legacy_bytes))
+                kept.append(_operation(wire, position, legacy_bytes))
             except (InvalidOperationError, OperationTooLargeError) as exc:
+                if malformed is None:
+                    raise
                 named = MalformedOperation.named(position, wire, exc)
                 if named is None:
                     raise
                 malformed.append(named)
-        return tuple(operations)
+        return tuple(kept)
 
 
 # An acknowledgment exactly as JSON.stringify writes one (the reference's key order, no
