@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import Any
 
+import attrs
+
 from kora.core.errors import MalformedOperationError, ValidationError
 from kora.core.hlc import MAX_LOGICAL, MAX_WALL_TIME, HLCTimestamp
 from kora.core.json_types import JsonObject, JsonValue, copy_json_value
@@ -299,6 +301,23 @@ def _wire_atomic_ops(wire: Mapping[str, Any], op_id: object) -> dict[str, Atomic
 
 
 _OP_TYPES: dict[str, OpType] = {kind.value: kind for kind in OpType}
+# The fast paths (here and in the kora-pb1 decoder) build operations positionally.
+assert [field.name for field in attrs.fields(Operation)] == [
+    "id",
+    "node_id",
+    "type",
+    "collection",
+    "record_id",
+    "data",
+    "previous_data",
+    "timestamp",
+    "sequence_number",
+    "causal_deps",
+    "schema_version",
+    "atomic_ops",
+    "transaction_id",
+    "mutation_name",
+]
 _COMMON_FIELDS = itemgetter(
     "id",
     "nodeId",
