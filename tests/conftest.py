@@ -63,7 +63,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     outcomes = _battery_outcomes.setdefault(battery, Counter())
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        outcomes[report.outcome] += 1
+        outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+        outcomes[outcome] += 1
     if report.when == "call":
         lines = _battery_lines.setdefault(battery, [])
         for title, text in report.sections:
