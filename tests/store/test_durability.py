@@ -92,3 +92,7 @@ def test_sigkill_loses_no_committed_write(tmp_path: Path) -> None:
             assert await store.pending_count() == len(pending)
 
     trio.run(reopen)
+    print(
+        f"sigkill durability: {kills} kills, {len(acked)} printed ids all stored and queued, "
+        "integrity_check ok after each kill, lost 0"
+    )
