@@ -568,19 +568,13 @@ class SyncSession:
         return operation_visible(op, scopes, None)
 
     async def _visible(self, op: Operation) -> bool:
-        scopes = self.scopes
-        if scopes is None:
-            return True
-        required = scopes.get(op.collection)
-        if required is None:
-            return False
-        carried = {**(op.previous_data or {}), **(op.data or {})}
-        record_fields = None
-        if any(field not in carried for field in required):
-            with self._ctx.metrics.store_latency.time("find_record"):
-                record = await self._ctx.store.find_record(op.collection, op.record_id)
-            record_fields = record.fields if record is not None else None
-        return operation_visible(op, scopes, record_fields)
+        visible = self._visible_now(op)
+        if visible is not None:
+            return visible
+        # The scope filters on a field the operation does not carry: the record has it.
+        with self._ctx.metrics.store_latency.time("find_record"):
+            record = await self._ctx.store.find_record(op.collection, op.record_id)
+        return operation_visible(op, self.scopes, record.fields if record is not None else None)
 
     async def _push_delivery(self, *, exclude_node: str | None, finalize: bool) -> None:
         """Send what was committed after the sent position (caller holds the lock)."""
