@@ -4,7 +4,7 @@ The engine-level mailboxes:
 
 * the **outbound** mailbox of :class:`~kora.sync.outbound.OutboundQueueActor`:
   :class:`Attached`, :class:`Detached`, :class:`BatchAcked`, :class:`Streaming`,
-  :class:`QueueChanged`;
+  :class:`QueueChanged`, :class:`RetryLater`;
 * the **commands** mailbox of :class:`~kora.sync.scheduler.ReconnectScheduler`:
   :class:`Connect`, :class:`Disconnect`, :class:`DropConnection`;
 * the **metrics** mailbox of :class:`~kora.sync.diagnostics.DiagnosticsActor`:
@@ -90,7 +90,19 @@ class QueueChanged:
     removed: tuple[str, ...] = ()
 
 
-OutboundMessage: TypeAlias = Attached | Detached | BatchAcked | Streaming | QueueChanged
+@attrs.frozen
+class RetryLater:
+    """The server refused ``operation_id``, sent on ``link_id``, for now
+    (``operation-rejected`` with ``retriable: true``): it stays queued, the acknowledgment of
+    its batch does not dequeue it, and it is sent again after a delay."""
+
+    link_id: int
+    operation_id: str
+
+
+OutboundMessage: TypeAlias = (
+    Attached | Detached | BatchAcked | Streaming | QueueChanged | RetryLater
+)
 
 # ----------------------------------------------------------------------- commands mailbox
 

@@ -27,6 +27,14 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
    ``OUT_OF_SCOPE`` (``sync:operation-rejected``, ``local: True``), so it leaves the queue
    but stays visible in the store's rejected list; another node's operation that the delta
    would relay is just left out.
+5. **Retry later.**  An operation the server refused for now (``operation-rejected`` with
+   ``retriable: true``, :class:`~kora.sync._messages.RetryLater`: a validator that threw, or
+   a ``RATE_LIMIT``) stays in the durable queue: the acknowledgment of its batch dequeues
+   the others, not it.  It is held back, then sent again on this connection after a delay
+   from the reconnection table (``RETRY_BACKOFF``: 1, 2, 4 ... 30 s as the operation is
+   refused again and again), or sooner with the next connection's delta, whose own attempts
+   are already spaced by the reconnection backoff.  The Kora.js client instead drops it
+   from the queue for good (spec 8.5); we must not lose a write to a passing failure.
 
 The actor keeps the queue in memory: it reads the store's queue when it starts and on every
 new connection (a clock rebase at the handshake may have re-stamped it), and learns of local
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -64,17 +73,24 @@ from kora.sync._messages import (
     Link,
     OutboundMessage,
     QueueChanged,
+    RetryLater,
     Streaming,
     post,
 )
+from kora.sync.backoff import ReconnectBackoff
 from kora.sync.diagnostics import BatchRoundTrip, MetricMessage, OperationsSent
 from kora.sync.scope import OUT_OF_SCOPE, needs_record, operation_in_scope
 from kora.sync.status import StatusBoard
 from kora.sync.transport import Frame, frame_size
 
-__all__ = ["ChangeFlag", "OutboundQueueActor", "plan_delta_batches"]
+__all__ = ["RETRY_BACKOFF", "ChangeFlag", "OutboundQueueActor", "plan_delta_batches"]
 
 log: Final = logging.getLogger("kora.sync")
+
+#: The delays before an operation refused for now is sent again: ``table_delay(n + 1)``
+#: after its ``n``-th refusal in a row, i.e. the reconnection defaults (1, 2, 4 ... 30 s),
+#: so a failing validator is asked at most as often as a failing server is dialled.
+RETRY_BACKOFF: Final = ReconnectBackoff()
 
 
 class ChangeFlag:
@@ -173,6 +189,11 @@ class OutboundQueueActor:
         #: Acknowledged batches not yet handed to the dequeuing task: (batch id, op ids).
         self._acked: list[tuple[str, tuple[str, ...]]] = []
         self._acked_arrived = trio.Event()
+        #: Queued operations refused for now and not sent again yet: id -> trio time from
+        #: which they may be.  Their batch's acknowledgment leaves them queued.
+        self._held: dict[str, float] = {}
+        #: How many times in a row the server refused each operation for now.
+        self._refusals: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._inbox, self._metrics:
@@ -182,8 +203,17 @@ class OutboundQueueActor:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dequeue)
                     task_status.started()
-                    async for message in self._inbox:
-                        await self._handle(message)
+                    while True:
+                        message: OutboundMessage | None = None
+                        with trio.move_on_at(self._next_release()):
+                            try:
+                                message = await self._inbox.receive()
+                            except trio.EndOfChannel:
+                                break
+                        if message is None:
+                            await self._release_held()
+                        else:
+                            await self._handle(message)
                         if self._changed.take():
                             self._refresh_pending()
                             await self._flush()
@@ -216,6 +246,8 @@ class OutboundQueueActor:
     def _forget(self, op_ids: Iterable[str]) -> None:
         for op_id in op_ids:
             self._queue.pop(op_id, None)
+            self._held.pop(op_id, None)
+            self._refusals.pop(op_id, None)
 
     async def _handle(self, message: OutboundMessage) -> None:
         if isinstance(message, Attached):
@@ -235,6 +267,8 @@ class OutboundQueueActor:
         elif isinstance(message, QueueChanged):
             self._forget(message.removed)
             self._changed.set()
+        elif isinstance(message, RetryLater):
+            self._hold(message)
 
     def _current(self, link_id: int) -> _Connection | None:
         connection = self._connection
@@ -249,7 +283,14 @@ class OutboundQueueActor:
             self._detach(self._connection.link.id)
         connection = _Connection(link, link.frames_out.sender(), scope)
         self._connection = connection
+        # The delta carries every queued operation, held ones included: a new connection
+        # is already spaced by the reconnection backoff.
+        self._held.clear()
         await self._reload()  # the handshake may have re-stamped it (clock rebase)
+        # A re-stamped operation has a new id: its count of refusals starts again.
+        self._refusals = {
+            op_id: count for op_id, count in self._refusals.items() if op_id in self._queue
+        }
         delta = await self._delta(server_vector)
         if scope is not None:
             delta = await self._within_scope(delta, scope)
@@ -317,6 +358,7 @@ class OutboundQueueActor:
                 "code": OUT_OF_SCOPE,
                 "message": message,
                 "retriable": False,
+                "will_retry": False,
                 "rejection": stored,
                 "local": True,
             },
@@ -341,9 +383,14 @@ class OutboundQueueActor:
                 )
                 continue
             sent_ids = connection.sent_ids
+            held = self._held
             fresh = list(
                 itertools.islice(
-                    (op for op in self._queue.values() if op.id not in sent_ids),
+                    (
+                        op
+                        for op in self._queue.values()
+                        if op.id not in sent_ids and op.id not in held
+                    ),
                     self._batch_size,
                 )
             )
@@ -399,13 +446,52 @@ class OutboundQueueActor:
         if sent is None:
             log.warning("acknowledgment of unknown batch %s", message.message_id)
             return
-        # Out of the view at once, so the next batch goes now; durably out in _dequeue.
-        self._forget(sent.op_ids)
-        self._dequeuing.update(sent.op_ids)
-        self._acked.append((message.message_id, sent.op_ids))
-        self._acked_arrived.set()
         connection.sent_ids.difference_update(sent.op_ids)
+        op_ids = sent.op_ids
+        if self._held:
+            # Refused for now while in flight (the refusal comes before the batch's
+            # acknowledgment): it stays queued, to be sent again once released.
+            op_ids = tuple(op_id for op_id in op_ids if op_id not in self._held)
+        # Out of the view at once, so the next batch goes now; durably out in _dequeue.
+        self._forget(op_ids)
+        self._dequeuing.update(op_ids)
+        self._acked.append((message.message_id, op_ids))
+        self._acked_arrived.set()
         await post(self._metrics, BatchRoundTrip(message.received_at - sent.sent_at, sent.size))
+        await self._flush()
+
+    # ---------------------------------------------------------------- refused for now
+
+    def _hold(self, message: RetryLater) -> None:
+        connection = self._current(message.link_id)
+        op_id = message.operation_id
+        if connection is None or op_id not in connection.sent_ids or op_id not in self._queue:
+            # A former connection (the new one's delta carries it again) or not a queued
+            # operation of ours (another node's, relayed in the delta): nothing to hold.
+            log.debug("operation %s refused for now: not held", op_id)
+            return
+        refusals = self._refusals.get(op_id, 0) + 1
+        self._refusals[op_id] = refusals
+        delay = RETRY_BACKOFF.table_delay(refusals + 1)
+        self._held[op_id] = trio.current_time() + delay
+        log.info(
+            "operation %s refused for now (%d in a row): resent in %g s", op_id, refusals, delay
+        )
+
+    def _next_release(self) -> float:
+        connection = self._connection
+        if connection is None or not self._held:
+            return math.inf
+        # Only those whose batch was acknowledged: the others are still in flight.
+        waiting = [at for op_id, at in self._held.items() if op_id not in connection.sent_ids]
+        return min(waiting, default=math.inf)
+
+    async def _release_held(self) -> None:
+        connection = self._connection
+        now = trio.current_time()
+        for op_id, at in list(self._held.items()):
+            if at <= now and (connection is None or op_id not in connection.sent_ids):
+                del self._held[op_id]
         await self._flush()
 
     async def _dequeue(self) -> None:

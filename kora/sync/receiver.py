@@ -12,6 +12,8 @@ For each frame it asks the connection's protocol session what to do and does it:
 * other watermark moves (a reset at the handshake) are persisted under the current view;
 * acknowledgments of our batches go to the outbound queue actor, which dequeues durably;
 * ``operation-rejected`` moves the operation to the store's rejected list (an event says so);
+  when ``retriable`` it is only refused for now: it stays queued and the queue actor sends
+  it again later (``RetryLater``; the event says ``will_retry``);
 * ``error``: ``AUTH_FAILED`` stops automatic retries, ``INVALID_TIMESTAMP`` is fatal, any
   other code ends the connection so that it is reopened (the batch in flight is resent).
 
@@ -59,6 +61,7 @@ from kora.sync._messages import (
     Link,
     OutboundMessage,
     QueueChanged,
+    RetryLater,
     Streaming,
     post,
 )
@@ -315,6 +318,27 @@ class ReceiverActor:
 
     async def _rejected(self, action: OperationRejectedReceived) -> None:
         message = action.message
+        if message.retriable:
+            # Refused for now (a validator that threw, a rate limit): unlike the Kora.js
+            # client, which drops it for good, keep it queued and send it again later.  The
+            # queue actor hears of it before the batch's acknowledgment (same mailbox, in
+            # order), so that acknowledgment does not dequeue it.
+            await post(self._outbound, RetryLater(self._link.id, message.operation_id))
+            self._emit(
+                "sync:operation-rejected",
+                {
+                    "operation_id": message.operation_id,
+                    "collection": message.collection,
+                    "record_id": message.record_id,
+                    "code": message.code,
+                    "message": message.message,
+                    "retriable": True,
+                    "will_retry": True,
+                    "rejection": None,
+                    "local": False,
+                },
+            )
+            return
         stored = await self._store.reject(
             message.operation_id,
             code=message.code,
@@ -329,7 +353,8 @@ class ReceiverActor:
                 "record_id": message.record_id,
                 "code": message.code,
                 "message": message.message,
-                "retriable": message.retriable,
+                "retriable": False,
+                "will_retry": False,
                 "rejection": stored,
                 "local": False,
             },
