@@ -146,3 +146,29 @@ async def test_a_permanent_rejection_still_moves_the_operation_to_the_rejected_l
         assert event["rejection"] == rejected[0]
         assert await h.store.pending_count() == 0
         await no_more_batches(server)  # never sent again
+
+
+async def test_with_a_window_only_the_refused_operation_stays_queued(
+    harness: HarnessFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with harness(batch_size=1, window=3) as h:
+        await h.engine.connect()
+        server = FakeServer(await h.network.accept())
+        await server.accept(await server.expect(Handshake))
+        await server.ack(await server.receive_batch())
+        ops = [await h.write(f"op-{n}") for n in range(3)]
+        batches = [await server.receive_batch() for _ in ops]
+        assert [b.operations[0].id for b in batches] == [op.id for op in ops]
+        await server.send(refusal(ops[1], code="RATE_LIMIT"))
+        for batch in batches:
+            await server.ack(batch)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [op.id for op in await h.store.pending()] == [ops[1].id]
+        again = await server.receive_batch()
+        assert [op.id for op in again.operations] == [ops[1].id]
+        await server.ack(again)
+        with trio.fail_after(60):
+            await h.engine.wait_synced()
+        assert await h.store.pending_count() == 0
+        assert await h.store.rejected_operations() == []
+        await no_more_batches(server)
