@@ -660,6 +660,20 @@ async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_delivery(
     assert applied_sequences(b, "node-a") == list(range(1, 31))  # never past the gap
 
 
+def drop_upload_once(first: int, dropped: list[list[int]]) -> Callable[[Frame, Direction], bool]:
+    """A drop predicate: node-a's first outgoing batch that starts at sequence ``first``,
+    once; the dropped batch's sequences go to ``dropped``."""
+
+    def predicate(frame: Frame, direction: Direction) -> bool:
+        sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
+        if sequences[:1] == [first] and not dropped:
+            dropped.append(sequences)
+            return True
+        return False
+
+    return predicate
+
+
 async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -671,12 +685,7 @@ async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
     converges (I1-I7) and node-c, which watched it all, holds every op once."""
     dropped: list[list[int]] = []
 
-    def drop_11_to_20(frame: Frame, direction: Direction) -> bool:
-        sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
-        if sequences[:1] == [11] and not dropped:
-            dropped.append(sequences)
-            return True
-        return False
+    drop_11_to_20 = drop_upload_once(11, dropped)
 
     async with (
         loop_system() as server,
@@ -718,12 +727,7 @@ async def test_simulation_targeted_vv_gap_on_upload_no_vector_passes_the_gap(
     dropped: list[list[int]] = []
     server_vectors: list[int] = []
 
-    def drop_11_to_20(frame: Frame, direction: Direction) -> bool:
-        sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
-        if sequences[:1] == [11] and not dropped:
-            dropped.append(sequences)
-            return True
-        return False
+    drop_11_to_20 = drop_upload_once(11, dropped)
 
     async with (
         loop_system() as server,
