@@ -660,32 +660,20 @@ async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_delivery(
     assert applied_sequences(b, "node-a") == list(range(1, 31))  # never past the gap
 
 
-def drop_upload_once(first: int, dropped: list[list[int]]) -> Callable[[Frame, Direction], bool]:
-    """A drop predicate: node-a's first outgoing batch that starts at sequence ``first``,
-    once; the dropped batch's sequences go to ``dropped``."""
+@asynccontextmanager
+async def upload_with_a_dropped_batch(
+    dropped: list[list[int]],
+) -> AsyncIterator[tuple[LoopServer, Node, Node]]:
+    """node-a comes online with 30 queued ops in batches of 10 and the batch that starts at
+    11 is dropped once (its sequences go to ``dropped``); node-c watches.  Yields once
+    node-a started connecting."""
 
-    def predicate(frame: Frame, direction: Direction) -> bool:
+    def drop_11_to_20(frame: Frame, direction: Direction) -> bool:
         sequences = batch_sequences(frame, "node-a") if direction is Direction.OUTGOING else []
-        if sequences[:1] == [first] and not dropped:
+        if sequences[:1] == [11] and not dropped:
             dropped.append(sequences)
             return True
         return False
-
-    return predicate
-
-
-async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """B1 targeted "drop one op in the middle (a VV gap)", client to server: node-a comes
-    online with 30 queued ops in three batches (up to 4 in flight) and the batch of 11..20
-    is dropped.  The server stores 1..10 and 21..30 first; node-a gets no acknowledgment
-    for the dropped batch (the next one's is out of order), times out, reconnects and sends
-    its queue again; the server stores 11..20 once and drops the duplicates.  Everything
-    converges (I1-I7) and node-c, which watched it all, holds every op once."""
-    dropped: list[list[int]] = []
-
-    drop_11_to_20 = drop_upload_once(11, dropped)
 
     async with (
         loop_system() as server,
@@ -701,6 +689,21 @@ async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
         await a.write(*inserts(1, 30))
         assert a.engine is not None
         await a.engine.connect()
+        yield server, a, c
+
+
+async def test_simulation_targeted_drop_one_op_in_the_middle_vv_gap_on_upload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """B1 targeted "drop one op in the middle (a VV gap)", client to server: node-a comes
+    online with 30 queued ops in three batches (up to 4 in flight) and the batch of 11..20
+    is dropped.  The server stores 1..10 and 21..30 first; node-a gets no acknowledgment
+    for the dropped batch (the next one's is out of order), times out, reconnects and sends
+    its queue again; the server stores 11..20 once and drops the duplicates.  Everything
+    converges (I1-I7) and node-c, which watched it all, holds every op once."""
+    dropped: list[list[int]] = []
+
+    async with upload_with_a_dropped_batch(dropped) as (server, a, c):
         await converge(server, a, c)
     assert dropped == [list(range(11, 21))]
     assert a.count("sync:connected") == 2  # the ack timeout reopened the connection once
@@ -727,22 +730,7 @@ async def test_simulation_targeted_vv_gap_on_upload_no_vector_passes_the_gap(
     dropped: list[list[int]] = []
     server_vectors: list[int] = []
 
-    drop_11_to_20 = drop_upload_once(11, dropped)
-
-    async with (
-        loop_system() as server,
-        open_node(
-            server,
-            "node-a",
-            chaos=ChaosConfig(drop_predicate=drop_11_to_20),
-            connect=False,
-            batch_size=10,
-        ) as a,
-        open_node(server, "node-c") as c,
-    ):
-        await a.write(*inserts(1, 30))
-        assert a.engine is not None
-        await a.engine.connect()
+    async with upload_with_a_dropped_batch(dropped) as (server, a, c):
         with trio.fail_after(60):
             while not await replicas_agree(server, [a, c]):
                 server_vectors.append((await server.store.version_vector()).get("node-a"))
