@@ -166,6 +166,13 @@ async def run_floors(ctx: Context) -> None:
             fanout_clients=s.fanout_clients,
             fanout_writes=s.fanout_writes,
         )
+    port = free_port()
+    durable = str(ctx.directory / "durable-relay-server.db")
+    argv = module_argv("bench.driver.relay", "--port", str(port), "--durable", durable)
+    async with run_child(argv, port, log=ctx.directory / "durable-relay.log") as relay:
+        await floors.durable_relay_floors(
+            ctx.report, relay.ws_url, ctx.directory, latency_n=s.latency_n, warmup=s.warmup
+        )
 
 
 async def run_latency(ctx: Context) -> None:
@@ -324,12 +331,14 @@ def targets(sizes: Sizes) -> list[Target]:
             1.0,
             lambda r: r.ratio(("latency", KORA, "p50_ms"), ("latency", PEER, "p50_ms")),
             "kora p50 / pycrdt p50",
+            context=latency_context,
         ),
         Target(
             "latency p50 vs relay floor",
             3.0,
             lambda r: r.ratio(("latency", KORA, "p50_ms"), ("latency", FLOOR, "p50_ms")),
             "kora p50 / bare relay p50",
+            context=latency_context,
         ),
         Target(
             "throughput vs pycrdt",
@@ -365,6 +374,22 @@ def targets(sizes: Sizes) -> list[Target]:
             "KiB",
         ),
     ]
+
+
+def latency_context(report: Report) -> str | None:
+    """What durability alone costs on the A -> B path: three durable commits, and the bare
+    relay doing them (A's write, the relay's append, B's apply), beside our p50."""
+    parts: list[str] = []
+    commits = report.get("latency", FLOOR, "three_commits_ms")
+    if commits is not None:
+        parts.append(f"three durable commits {commits:.2f} ms")
+    durable = report.get("latency", FLOOR, "durable_relay_p50_ms")
+    if durable is not None:
+        parts.append(f"bare relay with those three commits p50 {durable:.2f} ms")
+        ours = report.get("latency", KORA, "p50_ms")
+        if ours is not None and durable > 0:
+            parts.append(f"kora / that floor {ours / durable:.2f}")
+    return "; ".join(parts) or None
 
 
 def throughput_context(report: Report, per_tx: int = 0) -> str | None:

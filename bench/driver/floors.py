@@ -22,6 +22,7 @@ import trio
 import trio.lowlevel
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from bench.driver.relay import commit_message, open_durable_log
 from bench.driver.report import FLOOR, Report, percentile
 from kora.store._sqlite_schema import migrate
 
@@ -40,6 +41,29 @@ async def relay_latency(url: str, count: int, warmup: int) -> list[float]:
             if index >= warmup:
                 samples.append(time.perf_counter() - start)
         return samples
+
+
+async def durable_relay_latency(url: str, directory: Path, count: int, warmup: int) -> list[float]:
+    """A -> relay -> B with the three durable commits our path makes: A commits the update to
+    its own SQLite file before sending it, the relay (started with ``--durable``) commits it
+    before forwarding it, B commits it before the sample ends."""
+    writer_log = open_durable_log(str(directory / "durable-relay-a.db"))
+    reader_log = open_durable_log(str(directory / "durable-relay-b.db"))
+    try:
+        async with open_websocket_url(url) as a, open_websocket_url(url) as b:
+            await _connected(a, b)
+            samples: list[float] = []
+            for index in range(warmup + count):
+                start = time.perf_counter()
+                commit_message(writer_log, _SMALL)
+                await a.send_message(_SMALL)
+                commit_message(reader_log, await b.get_message())
+                if index >= warmup:
+                    samples.append(time.perf_counter() - start)
+            return samples
+    finally:
+        writer_log.close()
+        reader_log.close()
 
 
 async def relay_throughput(url: str, count: int) -> float:
@@ -211,3 +235,11 @@ async def relay_floors(
     fan = await relay_fanout(url, fanout_clients, fanout_writes)
     report.emit("fanout", FLOOR, "p50_ms", 1000 * percentile(fan, 50), "ms")
     report.emit("fanout", FLOOR, "p99_ms", 1000 * percentile(fan, 99), "ms")
+
+
+async def durable_relay_floors(
+    report: Report, url: str, directory: Path, *, latency_n: int, warmup: int
+) -> None:
+    samples = await durable_relay_latency(url, directory, latency_n, warmup)
+    report.emit("latency", FLOOR, "durable_relay_p50_ms", 1000 * percentile(samples, 50), "ms")
+    report.emit("latency", FLOOR, "durable_relay_p99_ms", 1000 * percentile(samples, 99), "ms")
