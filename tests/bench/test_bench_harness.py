@@ -184,6 +184,10 @@ def test_quick_run_with_own_servers(capsys: pytest.CaptureFixture[str]) -> None:
         "cpu_busy_pct",
     } <= _metrics(rows, "throughput", KORA)
     assert {"latency", "floor_sqlite"} <= _measured(rows, FLOOR)
+    assert {"three_commits_ms", "durable_relay_p50_ms", "durable_relay_p99_ms"} <= _metrics(
+        rows, "latency", FLOOR
+    )
+    assert re.search(r"bare relay with those three commits p50 [\d.]+ ms", output)
     if peer.available():
         batched = f"throughput_tx{QUICK.per_tx}"  # the peer in transactions of our size
         assert {"latency", "memory", "throughput", batched} <= _measured(rows, PEER)
