@@ -171,7 +171,13 @@ async def run_floors(ctx: Context) -> None:
     argv = module_argv("bench.driver.relay", "--port", str(port), "--durable", durable)
     async with run_child(argv, port, log=ctx.directory / "durable-relay.log") as relay:
         await floors.durable_relay_floors(
-            ctx.report, relay.ws_url, ctx.directory, latency_n=s.latency_n, warmup=s.warmup
+            ctx.report,
+            relay.ws_url,
+            ctx.directory,
+            latency_n=s.latency_n,
+            warmup=s.warmup,
+            throughput_n=s.throughput_n,
+            per_tx=s.per_tx,
         )
 
 
@@ -403,6 +409,9 @@ def throughput_context(report: Report, per_tx: int = 0) -> str | None:
     batched = report.get(f"throughput_tx{per_tx}", PEER, "ops_per_s")
     if batched is not None:
         parts.append(f"pycrdt in transactions of {per_tx:,}: {batched:,.0f} ops/s")
+    pipeline = report.get("throughput", FLOOR, "durable_pipeline_ops_per_s")
+    if pipeline is not None:
+        parts.append(f"three durable sqlite3 stores with a bare relay {pipeline:,.0f} ops/s")
     floor = report.get("throughput", KORA, "cpu_floor_ops_per_s")
     busiest = report.get("throughput", KORA, "busiest_process_ops_per_s")
     busy = report.get("throughput", KORA, "cpu_busy_pct")

@@ -66,6 +66,49 @@ async def durable_relay_latency(url: str, directory: Path, count: int, warmup: i
         reader_log.close()
 
 
+async def durable_pipeline_throughput(
+    url: str, directory: Path, count: int, per_tx: int, batch: int = 100
+) -> float:
+    """Seconds until B has ``count`` operations through three durable SQLite stores: A commits
+    the rows of ``per_tx`` operations (content ids hashed, the client store's schema) in one
+    transaction and sends them as JSON arrays of ``batch``; the ``--durable`` relay commits a
+    row per operation before forwarding; B parses each array and commits its rows.  Our
+    throughput scenario's shape with nothing but sqlite3, json and trio-websocket."""
+    writer = RawClientRows(directory / "pipeline-a.db")
+    reader = RawClientRows(directory / "pipeline-b.db")
+    try:
+        async with (
+            open_websocket_url(url, message_queue_size=1024) as a,
+            open_websocket_url(url, message_queue_size=1024) as b,
+        ):
+            await _connected(a, b)
+            done = trio.Event()
+            finished = [0.0]
+
+            async def receive() -> None:
+                got = 0
+                while got < count:
+                    operations = json.loads(await b.get_message())
+                    reader.commit(len(operations))
+                    got += len(operations)
+                finished[0] = time.perf_counter()
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                start = time.perf_counter()
+                for first in range(0, count, per_tx):
+                    operations = writer.commit(min(per_tx, count - first))
+                    for offset in range(0, len(operations), batch):
+                        chunk = operations[offset : offset + batch]
+                        await a.send_message(json.dumps(chunk, separators=(",", ":")))
+                await done.wait()
+            return finished[0] - start
+    finally:
+        writer.close()
+        reader.close()
+
+
 async def relay_throughput(url: str, count: int) -> float:
     """Seconds until B has received ``count`` messages A sends as fast as it can."""
     async with (
@@ -167,8 +210,8 @@ class RawClientRows:
             records.append(("items", record_id, data, "{}", "{}", 0, stamp, stamp, op_id))
         return ops, records
 
-    def commit(self, count: int) -> None:
-        """One durable transaction with ``count`` applied operations."""
+    def commit(self, count: int) -> list[dict[str, Any]]:
+        """One durable transaction with ``count`` operations; returns them in wire form."""
         ops, records = self._rows(count)
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -193,6 +236,11 @@ class RawClientRows:
             (self.seq, self.seq),
         )
         conn.execute("COMMIT")
+        return [
+            {"id": op[1], "nodeId": op[2], "sequenceNumber": op[3], "type": op[4],
+             "collection": op[5], "recordId": op[6], "timestamp": op[7], "data": op[8]}
+            for op in ops
+        ]  # fmt: skip
 
 
 def sqlite_floors(report: Report, directory: Path, commits: int, sizes: list[int]) -> None:
@@ -238,8 +286,11 @@ async def relay_floors(
 
 
 async def durable_relay_floors(
-    report: Report, url: str, directory: Path, *, latency_n: int, warmup: int
-) -> None:
+    report: Report, url: str, directory: Path, *, latency_n: int, warmup: int,
+    throughput_n: int, per_tx: int,
+) -> None:  # fmt: skip
     samples = await durable_relay_latency(url, directory, latency_n, warmup)
     report.emit("latency", FLOOR, "durable_relay_p50_ms", 1000 * percentile(samples, 50), "ms")
     report.emit("latency", FLOOR, "durable_relay_p99_ms", 1000 * percentile(samples, 99), "ms")
+    elapsed = await durable_pipeline_throughput(url, directory, throughput_n, per_tx)
+    report.emit("throughput", FLOOR, "durable_pipeline_ops_per_s", throughput_n / elapsed, "ops/s")

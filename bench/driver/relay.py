@@ -5,14 +5,16 @@ Run as a child process: ``python -m bench.driver.relay --port N``.  It is what a
 server on this machine costs at the very least (accept, read a frame, write it to the other
 sockets), with no decoding, storage or bookkeeping.
 
-With ``--durable FILE`` it first commits each message as one row of a SQLite file (WAL,
-``synchronous=FULL``, the server store's pragmas) and forwards it after the commit: the least
-a server that acknowledges and relays only what survives a power loss must do per message.
+With ``--durable FILE`` it first commits each message to a SQLite file (WAL,
+``synchronous=FULL``, the server store's pragmas; a JSON array as one row per element) and
+forwards it after the commit: the least a server that acknowledges and relays only what
+survives a power loss must do per message.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 
 import trio
@@ -31,9 +33,14 @@ def open_durable_log(path: str) -> sqlite3.Connection:
 
 
 def commit_message(conn: sqlite3.Connection, message: str | bytes) -> None:
-    body = message if isinstance(message, str) else message.hex()
+    """One durable transaction: a JSON array message is one row per element (a batch of
+    operations), anything else one row."""
+    text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+    bodies = [text]
+    if text.startswith("["):
+        bodies = [json.dumps(item, separators=(",", ":")) for item in json.loads(text)]
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO log (body) VALUES (?)", (body,))
+    conn.executemany("INSERT INTO log (body) VALUES (?)", [(body,) for body in bodies])
     conn.execute("COMMIT")
 
 

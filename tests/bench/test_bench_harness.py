@@ -188,6 +188,8 @@ def test_quick_run_with_own_servers(capsys: pytest.CaptureFixture[str]) -> None:
         rows, "latency", FLOOR
     )
     assert re.search(r"bare relay with those three commits p50 [\d.]+ ms", output)
+    assert "durable_pipeline_ops_per_s" in _metrics(rows, "throughput", FLOOR)
+    assert re.search(r"three durable sqlite3 stores with a bare relay [\d,]+ ops/s", output)
     if peer.available():
         batched = f"throughput_tx{QUICK.per_tx}"  # the peer in transactions of our size
         assert {"latency", "memory", "throughput", batched} <= _measured(rows, PEER)
