@@ -45,6 +45,7 @@ from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
+from kora.store.errors import RecordNotFoundError
 from kora.store.values import (
     ApplyResult,
     ChangeSet,
@@ -122,6 +123,24 @@ class Store(abc.ABC):
         """
         (op,) = await self.write_local_many([mutation])
         return op
+
+    async def write_local_and_get(
+        self, mutation: LocalMutation, collection: str, record_id: str
+    ) -> tuple[Operation, Record]:
+        """``write_local(mutation)``, then the record ``collection``/``record_id`` as it is
+        right after that commit (deleted or not).
+
+        The app's single writes return the record they wrote; a store whose reads cost a
+        thread hop (SQLite) reads it in the same worker call as the write.
+
+        Raises:
+            As ``write_local``; ``RecordNotFoundError`` if the record is not stored then.
+        """
+        op = await self.write_local(mutation)
+        record = await self.get(collection, record_id, include_deleted=True)
+        if record is None:  # pragma: no cover - the write just committed is in the log
+            raise RecordNotFoundError(f"{collection}/{record_id} vanished after a write")
+        return op, record
 
     @abc.abstractmethod
     async def write_local_many(
