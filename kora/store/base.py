@@ -41,6 +41,8 @@ import abc
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
+import trio
+
 from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation
@@ -276,6 +278,22 @@ class Store(abc.ABC):
         Returns:
             How many queued operations were removed.
         """
+
+    async def acknowledge_soon(self, op_ids: Iterable[str]) -> None:
+        """``acknowledge(op_ids, power_safe=False)``, but the store may run it later: at the
+        latest at the start of its next call that reads or writes the database, or in
+        ``flush_acknowledged`` or ``aclose``.  Every read of the queue sees them gone.
+
+        For the sync engine's dequeue after an acknowledgment: a SQLite store then runs it in
+        the next call's worker thread instead of a thread hop of its own.  A crash before
+        it ran leaves them queued, as a power loss can after ``power_safe=False``: they are
+        sent again and the server drops the duplicates by id.
+        """
+        await self.acknowledge(op_ids, power_safe=False)
+
+    async def flush_acknowledged(self) -> None:
+        """Run the dequeue ``acknowledge_soon`` may have deferred, now."""
+        await trio.lowlevel.checkpoint()  # nothing deferred here; SQLiteStore overrides it
 
     @abc.abstractmethod
     async def reject(
