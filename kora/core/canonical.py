@@ -25,7 +25,14 @@ from typing import Any, Final
 
 from kora.core.hlc import utf16_key
 
-__all__ = ["MAX_DEPTH", "canonical_json", "js_number", "json_stringify"]
+__all__ = [
+    "MAX_DEPTH",
+    "canonical_json",
+    "fast_path_is_exact",
+    "js_number",
+    "json_stringify",
+    "json_stringify_checked",
+]
 
 #: Containers nested deeper than this are rejected (this also catches circular values).
 MAX_DEPTH: Final = 10_000
@@ -273,6 +280,35 @@ def json_stringify(value: object) -> str:
             if text.isascii() or _is_encodable(text):
                 return text
     return _encode(value, sort_keys=False)
+
+
+# json.dumps(value, ensure_ascii=False, separators=(",", ":")) builds this encoder anew on
+# every call; the text is the same.
+_compact_encoder: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def json_stringify_checked(value: dict[str, Any]) -> str:
+    """``json_stringify(value)`` for a dict whose members the caller has already checked
+    as its fast path does (``fast_path_is_exact`` on every part, or an equivalent check of
+    exact types and safe numbers): the C encoder's text without walking the value again.
+
+    Raises:
+        TypeError, ValueError: As ``json_stringify``.
+    """
+    try:
+        text = _compact_encoder.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return _encode(value, sort_keys=False)  # reports it, or copes (deep nesting)
+    if text.isascii() or _is_encodable(text):
+        return text
+    return _encode(value, sort_keys=False)
+
+
+def fast_path_is_exact(value: dict[Any, Any] | list[Any]) -> bool:
+    """Whether ``json.dumps`` writes every member of ``value`` exactly as JS's
+    ``JSON.stringify`` would (the check ``json_stringify`` makes before its fast path; keys
+    are not checked)."""
+    return _fast_path_is_exact(value)
 
 
 def _fast_path_is_exact(value: dict[Any, Any] | list[Any], *, str_keys: bool = False) -> bool:

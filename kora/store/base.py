@@ -41,10 +41,13 @@ import abc
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
+import trio
+
 from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation
 from kora.core.version_vector import VersionVector
+from kora.store.errors import RecordNotFoundError
 from kora.store.values import (
     ApplyResult,
     ChangeSet,
@@ -122,6 +125,24 @@ class Store(abc.ABC):
         """
         (op,) = await self.write_local_many([mutation])
         return op
+
+    async def write_local_and_get(
+        self, mutation: LocalMutation, collection: str, record_id: str
+    ) -> tuple[Operation, Record]:
+        """``write_local(mutation)``, then the record ``collection``/``record_id`` as it is
+        right after that commit (deleted or not).
+
+        The app's single writes return the record they wrote; a store whose reads cost a
+        thread hop (SQLite) reads it in the same worker call as the write.
+
+        Raises:
+            As ``write_local``; ``RecordNotFoundError`` if the record is not stored then.
+        """
+        op = await self.write_local(mutation)
+        record = await self.get(collection, record_id, include_deleted=True)
+        if record is None:  # pragma: no cover - the write just committed is in the log
+            raise RecordNotFoundError(f"{collection}/{record_id} vanished after a write")
+        return op, record
 
     @abc.abstractmethod
     async def write_local_many(
@@ -257,6 +278,22 @@ class Store(abc.ABC):
         Returns:
             How many queued operations were removed.
         """
+
+    async def acknowledge_soon(self, op_ids: Iterable[str]) -> None:
+        """``acknowledge(op_ids, power_safe=False)``, but the store may run it later: at the
+        latest at the start of its next call that reads or writes the database, or in
+        ``flush_acknowledged`` or ``aclose``.  Every read of the queue sees them gone.
+
+        For the sync engine's dequeue after an acknowledgment: a SQLite store then runs it in
+        the next call's worker thread instead of a thread hop of its own.  A crash before
+        it ran leaves them queued, as a power loss can after ``power_safe=False``: they are
+        sent again and the server drops the duplicates by id.
+        """
+        await self.acknowledge(op_ids, power_safe=False)
+
+    async def flush_acknowledged(self) -> None:
+        """Run the dequeue ``acknowledge_soon`` may have deferred, now."""
+        await trio.lowlevel.checkpoint()  # nothing deferred here; SQLiteStore overrides it
 
     @abc.abstractmethod
     async def reject(

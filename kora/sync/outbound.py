@@ -18,10 +18,12 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
    a time, as ``{isFinal: true, batchIndex: 0}`` batches.
 3. **Window.**  Up to ``window`` batches await acknowledgment at once; acknowledgments come
    in order (the session checks), each lets the next batch go at once, and its operations
-   are dequeued durably by a separate task, which takes every acknowledgment that came in
-   meanwhile in one transaction (so a burst costs a few commits, not one per batch).  An
-   operation acknowledged but not yet dequeued when the process dies is simply sent again
-   (the server drops duplicates by id); ``pending_operations`` counts it until it is gone.
+   are dequeued by a separate task, which takes every acknowledgment that came in meanwhile
+   in one transaction (so a burst costs a few commits, not one per batch), not synced to
+   the disk and run by the store at the start of its next call (``Store.acknowledge_soon``:
+   a sequential writer's next write; ``DEQUEUE_FLUSH_DELAY`` at the latest).  An operation
+   acknowledged but not yet dequeued when the process dies is simply sent again (the
+   server drops duplicates by id); ``pending_operations`` counts it until it is gone.
 4. **Scope.**  Under a scope the server granted, operations outside it are not sent, in the
    delta or later (``kora.sync.scope``): a queued one is rejected locally with
    ``OUT_OF_SCOPE`` (``sync:operation-rejected``, ``local: True``), so it leaves the queue
@@ -83,9 +85,19 @@ from kora.sync.scope import OUT_OF_SCOPE, needs_record, operation_in_scope
 from kora.sync.status import StatusBoard
 from kora.sync.transport import Frame, frame_size
 
-__all__ = ["RETRY_BACKOFF", "ChangeFlag", "OutboundQueueActor", "plan_delta_batches"]
+__all__ = [
+    "DEQUEUE_FLUSH_DELAY",
+    "RETRY_BACKOFF",
+    "ChangeFlag",
+    "OutboundQueueActor",
+    "plan_delta_batches",
+]
 
 log: Final = logging.getLogger("kora.sync")
+
+#: Seconds an acknowledged operation's dequeue may wait for the store's next call before it
+#: runs on its own (``Store.acknowledge_soon``).
+DEQUEUE_FLUSH_DELAY: Final = 0.05
 
 #: The delays before an operation refused for now is sent again: ``table_delay(n + 1)``
 #: after its ``n``-th refusal in a row, i.e. the reconnection defaults (1, 2, 4 ... 30 s),
@@ -495,17 +507,28 @@ class OutboundQueueActor:
         await self._flush()
 
     async def _dequeue(self) -> None:
-        """Dequeue acknowledged operations durably: everything acknowledged since the last
-        dequeue in one transaction.  Then count them as synced (``sync:acknowledged``)."""
+        """Dequeue acknowledged operations: everything acknowledged since the last dequeue
+        in one transaction.  Then count them as synced (``sync:acknowledged``)."""
+        flush_at = math.inf
         while True:
-            await self._acked_arrived.wait()
+            with trio.move_on_at(flush_at) as waiting:
+                await self._acked_arrived.wait()
+            if waiting.cancelled_caught:
+                # Nothing used the store meanwhile: dequeue them on their own.
+                flush_at = math.inf
+                await self._store.flush_acknowledged()
+                continue
             self._acked_arrived = trio.Event()
             batches, self._acked = self._acked, []
             op_ids = [op_id for _, ids in batches for op_id in ids]
             if op_ids:
                 # Not synced to the disk on its own (the next local write's commit does):
-                # an operation that a power loss puts back in the queue is sent again.
-                await self._store.acknowledge(op_ids, power_safe=False)
+                # an operation that a power loss puts back in the queue is sent again.  The
+                # store runs it at the start of its next call (a sequential writer's next
+                # write), which saves a thread hop per acknowledgment; at the latest after
+                # DEQUEUE_FLUSH_DELAY.
+                await self._store.acknowledge_soon(op_ids)
+                flush_at = trio.current_time() + DEQUEUE_FLUSH_DELAY
             self._dequeuing.difference_update(op_ids)
             self._board.acknowledged(time.time())
             self._refresh_pending()

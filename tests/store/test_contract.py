@@ -413,6 +413,21 @@ async def test_an_unsynced_acknowledgment_dequeues_all_the_same(opener: Opener) 
         assert await store.pending_count() == 2
 
 
+async def test_a_deferred_acknowledgment_is_gone_for_every_later_call(opener: Opener) -> None:
+    async with opener() as store:
+        one = await store.write_local(insert({"n": 1}))
+        two = await store.write_local(insert({"n": 2}))
+        three = await store.write_local(insert({"n": 3}))
+        await store.acknowledge_soon([one.id])
+        assert [op.id for op in await store.pending()] == [two.id, three.id]
+        await store.acknowledge_soon([two.id])
+        record = await store.write_local(insert({"n": 4}))  # runs it first, in its call
+        assert await store.pending_count() == 2
+        await store.acknowledge_soon([three.id, record.id])
+        await store.flush_acknowledged()
+        assert await store.pending_count() == 0
+
+
 async def test_queue_listeners_hear_of_every_local_write_in_order(opener: Opener) -> None:
     heard: list[list[str]] = []
     async with opener() as a, opener() as b:

@@ -214,6 +214,23 @@ async def test_an_unsynced_acknowledgment_keeps_the_synchronous_setting(tmp_path
         assert await store.pending_count() == 0
 
 
+async def test_a_deferred_acknowledgment_shares_the_next_call_and_runs_at_close(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "d.db")
+    async with open_sqlite_store(path) as store:
+        one, two, three = [
+            await store.write_local(LocalMutation.insert("todos", {"n": n})) for n in range(3)
+        ]
+        await store.acknowledge_soon([one.id])
+        (level,) = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone())
+        assert level == 2  # FULL again after the deferred, unsynced dequeue
+        assert await store.pending_count() == 2
+        await store.acknowledge_soon([two.id])
+    async with open_sqlite_store(path) as store:
+        assert [op.id for op in await store.pending()] == [three.id]
+
+
 async def test_a_version_1_database_is_migrated_with_its_log_and_queue(tmp_path: Path) -> None:
     """Schema v2 rebuilds the op log without the unique index on whole ids; rowids (which
     the queue refers to), rows and the queue survive, and lookups by id use the new index."""
