@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
@@ -49,7 +49,6 @@ from kora.server.stores._codec import (
     RECORD_SELECT,
     delivery_sequence_of_row,
     operation_from_row,
-    operation_row,
     record_from_row,
 )
 from kora.server.stores._signal import CommitSignal
@@ -399,17 +398,24 @@ class _SqliteReader:
         return _max_delivery_sequence(self._conn)
 
     def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        # One query per collection: "(collection, record_id) IN (VALUES ...)" would scan the
+        # whole table (SQLite 3.40 does not probe the primary key with row values), while
+        # "collection = ? AND record_id IN (...)" does.
+        by_collection: dict[str, list[str]] = {}
+        for collection, record_id in keys:
+            by_collection.setdefault(collection, []).append(record_id)
         found: dict[RecordKey, RecordState] = {}
-        for start in range(0, len(keys), 250):  # two host parameters per key
-            chunk = keys[start : start + 250]
-            rows = self._conn.execute(
-                f"SELECT {RECORD_SELECT} FROM kora_records WHERE (collection, record_id) IN "
-                f"(VALUES {', '.join('(?, ?)' for _ in chunk)})",
-                [part for key in chunk for part in key],
-            ).fetchall()
-            for row in rows:
-                state = record_from_row(row)
-                found[(state.collection, state.record_id)] = state
+        for collection, record_ids in by_collection.items():
+            for start in range(0, len(record_ids), 500):  # under the host-parameter limit
+                chunk = record_ids[start : start + 500]
+                rows = self._conn.execute(
+                    f"SELECT {RECORD_SELECT} FROM kora_records WHERE collection = ? "
+                    f"AND record_id IN ({', '.join('?' for _ in chunk)})",
+                    [collection, *chunk],
+                ).fetchall()
+                for row in rows:
+                    state = record_from_row(row)
+                    found[(state.collection, state.record_id)] = state
         return found
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
@@ -449,10 +455,7 @@ def _append_group(conn: sqlite3.Connection, group: Sequence[_QueuedAppend]) -> l
 
 
 def _write_plan(conn: sqlite3.Connection, plan: AppendPlan, received_at: int) -> None:
-    rows: list[tuple[Any, ...]] = [
-        operation_row(d.operation, d.delivery_sequence, received_at) for d in plan.applied
-    ]
-    conn.executemany(_INSERT_OPERATION, rows)
+    conn.executemany(_INSERT_OPERATION, plan.operation_rows(received_at))
     conn.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
     conn.executemany(_UPSERT_RECORD, list(plan.record_rows.values()))
     conn.execute(
