@@ -69,10 +69,19 @@ BUSY_TIMEOUT_SECONDS: Final = 5.0
 #: How long closing may take when the caller is being cancelled.
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS kora_operations (
-        id TEXT PRIMARY KEY,
-        delivery_seq INTEGER NOT NULL UNIQUE,
+#: The store's layout version, in ``PRAGMA user_version`` (0: a new file, or a file of the
+#: first layout, which had no version).
+SCHEMA_VERSION: Final = 2
+
+#: The operation log, version 2.  The delivery sequence is the rowid: every insert appends
+#: to the end of the table, and delivery reads are a range of it.  Ids are found through an
+#: index on their first 8 hex digits, not a unique index on all 64: content ids are random,
+#: so each insert into such an index lands on a random page of it (with a large log, a page
+#: per operation to write back at every commit).  An id is still stored at most once: the
+#: planner looks every incoming id up, in the write transaction, before inserting.
+_OPERATIONS_TABLE: Final = """CREATE TABLE kora_operations (
+        delivery_seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
         node_id TEXT NOT NULL,
         type TEXT NOT NULL,
         collection TEXT NOT NULL,
@@ -89,11 +98,15 @@ _SCHEMA: Final = (
         transaction_id TEXT,
         mutation_name TEXT,
         received_at INTEGER NOT NULL
-    )""",
-    """CREATE INDEX IF NOT EXISTS kora_operations_node_seq
-        ON kora_operations (node_id, sequence_number)""",
-    """CREATE INDEX IF NOT EXISTS kora_operations_record
-        ON kora_operations (collection, record_id)""",
+    )"""
+
+_OPERATION_INDEXES: Final = (
+    "CREATE INDEX kora_operations_id ON kora_operations (substr(id, 1, 8))",
+    "CREATE INDEX kora_operations_node_seq ON kora_operations (node_id, sequence_number)",
+    "CREATE INDEX kora_operations_record ON kora_operations (collection, record_id)",
+)
+
+_OTHER_TABLES: Final = (
     """CREATE TABLE IF NOT EXISTS kora_records (
         collection TEXT NOT NULL,
         record_id TEXT NOT NULL,
@@ -119,6 +132,17 @@ _SCHEMA: Final = (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     )""",
+)
+
+#: Version 1 to 2: the same rows, in delivery order, in the new operation table.  (Version 1
+#: had ``id TEXT PRIMARY KEY`` and ``delivery_seq INTEGER NOT NULL UNIQUE``.)
+_OPERATIONS_V1_TO_V2: Final = (
+    "ALTER TABLE kora_operations RENAME TO kora_operations_v1",
+    _OPERATIONS_TABLE,
+    f"INSERT INTO kora_operations ({', '.join(OPERATION_COLUMNS)}) "
+    f"SELECT {', '.join(OPERATION_COLUMNS)} FROM kora_operations_v1 ORDER BY delivery_seq",
+    "DROP TABLE kora_operations_v1",  # and its indexes
+    *_OPERATION_INDEXES,
 )
 
 _INSERT_OPERATION: Final = (
@@ -346,13 +370,32 @@ def _connect(path: str, candidate_node_id: str) -> tuple[sqlite3.Connection, str
 
 
 def _create_schema(conn: sqlite3.Connection, candidate_node_id: str) -> tuple[str, int]:
-    for statement in _SCHEMA:
-        conn.execute(statement)
+    _migrate(conn)
     conn.execute(
         "INSERT OR IGNORE INTO kora_meta (key, value) VALUES ('node_id', ?)", (candidate_node_id,)
     )
     (node_id,) = conn.execute("SELECT value FROM kora_meta WHERE key = 'node_id'").fetchone()
     return str(node_id), _max_delivery_sequence(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the open write transaction's database to ``SCHEMA_VERSION``, keeping its data."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise ServerStoreError(
+            f"the database has server store layout version {found}, newer than this Kora "
+            f"knows ({SCHEMA_VERSION}): use a newer Kora"
+        )
+    if found == SCHEMA_VERSION:
+        return
+    (has_operations,) = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'kora_operations'"
+    ).fetchone()
+    # Version 1 left user_version at 0: its operation table is what tells it from a new file.
+    steps = _OPERATIONS_V1_TO_V2 if has_operations else (_OPERATIONS_TABLE, *_OPERATION_INDEXES)
+    for statement in (*steps, *_OTHER_TABLES):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _write_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -385,11 +428,14 @@ class _SqliteReader:
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(ids), 500):  # stay under SQLite's host-parameter limit
-            chunk = ids[start : start + 500]
+        for start in range(0, len(ids), 250):  # two host parameters per id, under 999
+            chunk = ids[start : start + 250]
+            marks = ", ".join("?" for _ in chunk)
+            # The index holds the ids' first 8 characters; the second test keeps whole ids.
             rows = self._conn.execute(
-                f"SELECT id FROM kora_operations WHERE id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
+                f"SELECT id FROM kora_operations WHERE substr(id, 1, 8) IN ({marks}) "
+                f"AND id IN ({marks})",
+                [*(op_id[:8] for op_id in chunk), *chunk],
             ).fetchall()
             found.update(row[0] for row in rows)
         return found
