@@ -422,6 +422,25 @@ def _load_record(conn: sqlite3.Connection, key: RecordKey) -> RecordState | None
     return None if row is None else record_from_row(row)
 
 
+def existing_ids_query(count: int) -> str:
+    """Which of ``count`` ids are stored: parameters are their first 8 characters, then the
+    ids.  The index holds the first 8 characters, the second test keeps whole ids; its unary
+    plus keeps SQLite from propagating a single ``id = ?`` into ``substr(id, 1, 8)``, which
+    would make the planner scan the table instead."""
+    marks = ", ".join("?" for _ in range(count))
+    return (
+        f"SELECT id FROM kora_operations WHERE substr(id, 1, 8) IN ({marks}) AND +id IN ({marks})"
+    )
+
+
+def records_query(count: int) -> str:
+    """The records of one collection (the first parameter) with any of ``count`` ids."""
+    marks = ", ".join("?" for _ in range(count))
+    return (
+        f"SELECT {RECORD_SELECT} FROM kora_records WHERE collection = ? AND record_id IN ({marks})"
+    )
+
+
 class _SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -430,12 +449,8 @@ class _SqliteReader:
         found: set[str] = set()
         for start in range(0, len(ids), 250):  # two host parameters per id, under 999
             chunk = ids[start : start + 250]
-            marks = ", ".join("?" for _ in chunk)
-            # The index holds the ids' first 8 characters; the second test keeps whole ids.
             rows = self._conn.execute(
-                f"SELECT id FROM kora_operations WHERE substr(id, 1, 8) IN ({marks}) "
-                f"AND id IN ({marks})",
-                [*(op_id[:8] for op_id in chunk), *chunk],
+                existing_ids_query(len(chunk)), [*(op_id[:8] for op_id in chunk), *chunk]
             ).fetchall()
             found.update(row[0] for row in rows)
         return found
@@ -455,9 +470,7 @@ class _SqliteReader:
             for start in range(0, len(record_ids), 500):  # under the host-parameter limit
                 chunk = record_ids[start : start + 500]
                 rows = self._conn.execute(
-                    f"SELECT {RECORD_SELECT} FROM kora_records WHERE collection = ? "
-                    f"AND record_id IN ({', '.join('?' for _ in chunk)})",
-                    [collection, *chunk],
+                    records_query(len(chunk)), [collection, *chunk]
                 ).fetchall()
                 for row in rows:
                     state = record_from_row(row)
