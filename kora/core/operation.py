@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from kora.core.content_id import operation_id
+from kora.core.canonical import canonical_json
 from kora.core.hlc import HLCTimestamp
 from kora.core.json_types import JsonValue
 
@@ -85,7 +86,20 @@ class Operation:
 
     def compute_id(self) -> str:
         """The content id of this operation's hashed fields (spec 3.2)."""
-        return operation_id(self.hashed_fields())
+        # ``operation_id(self.hashed_fields())`` without its two intermediate objects: the
+        # hashed object directly, with the serialized timestamp (run for every operation a
+        # server receives).
+        hashed: dict[str, Any] = {
+            "type": str(self.type),
+            "collection": self.collection,
+            "recordId": self.record_id,
+            "data": None if self.data is None else dict(self.data),
+            "timestamp": self.timestamp.serialize(),
+            "nodeId": self.node_id,
+        }
+        if self.atomic_ops:
+            hashed["atomicOps"] = {k: v.to_wire() for k, v in self.atomic_ops.items()}
+        return hashlib.sha256(canonical_json(hashed).encode("utf-8")).hexdigest()
 
     def verify_id(self) -> bool:
         """Whether ``id`` is the content id of the hashed fields.

@@ -22,6 +22,7 @@ operation or batch larger than a sixteenth of the byte budget is encoded without
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -88,6 +89,9 @@ class SharedEncodings:
         self._max_batches = max_batches
         self._max_bytes = max_bytes
         self._json: dict[str, tuple[Operation, str]] = {}
+        # The ids of ``_json`` oldest first: ``next(iter(dict))`` after many deletions walks
+        # every deleted slot up to the next resize, a few microseconds per trimmed entry.
+        self._json_order: deque[str] = deque()
         self._json_bytes = 0
         self._binary: dict[tuple[str, ...], tuple[tuple[Operation, ...], BinaryBatchParts]] = {}
         self._binary_bytes = 0
@@ -108,14 +112,25 @@ class SharedEncodings:
             return entry[1]
         self.misses += 1
         text = json_stringify(operation_to_wire(op))
-        size = len(text)
-        if size * 16 <= self._max_bytes:
-            if entry is not None:
-                self._json_bytes -= len(entry[1])
-            self._json[op.id] = (op, text)
-            self._json_bytes += size
-            self._trim_json()
+        self._keep_json(op, text, entry)
         return text
+
+    def remember_json(self, op: Operation, text: str) -> None:
+        """Keep ``text``, which must be ``json_stringify(operation_to_wire(op))``, for the
+        frames that will relay ``op``: a server measured it on the way in (spec 8.4)."""
+        self._keep_json(op, text, self._json.get(op.id))
+
+    def _keep_json(self, op: Operation, text: str, entry: tuple[Operation, str] | None) -> None:
+        size = len(text)
+        if size * 16 > self._max_bytes:
+            return
+        if entry is None:
+            self._json_order.append(op.id)
+        else:
+            self._json_bytes -= len(entry[1])
+        self._json[op.id] = (op, text)
+        self._json_bytes += size
+        self._trim_json()
 
     def binary_batch(
         self, operations: tuple[Operation, ...], build: _BuildParts
@@ -138,6 +153,7 @@ class SharedEncodings:
 
     def clear(self) -> None:
         self._json.clear()
+        self._json_order.clear()
         self._binary.clear()
         self._json_bytes = self._binary_bytes = 0
 
@@ -150,9 +166,9 @@ class SharedEncodings:
 
     def _trim_json(self) -> None:
         cache = self._json
+        order = self._json_order
         while cache and (len(cache) > self._max_operations or self._json_bytes > self._max_bytes):
-            oldest = next(iter(cache))
-            self._json_bytes -= len(cache.pop(oldest)[1])
+            self._json_bytes -= len(cache.pop(order.popleft())[1])
 
     def _trim_binary(self) -> None:
         cache = self._binary

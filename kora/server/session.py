@@ -92,7 +92,7 @@ from kora.server.scopes import (
 )
 from kora.server.stores.base import AppendStatus
 from kora.server.transport import CloseCode, Frame, FrameTransport, TransportClosed
-from kora.server.wire import codec_limits, operation_size
+from kora.server.wire import codec_limits, operation_text, text_size
 
 __all__ = ["RejectionCode", "SessionClosed", "SyncSession", "refuse_connection"]
 
@@ -705,17 +705,20 @@ class SyncSession:
             for bad in received.malformed
         ]
         candidates: list[tuple[int, Operation]] = []
+        texts: list[str] = []  # each candidate's JSON: measured here, relayed as is
         sizes: dict[str, int] = {}
         for index, op in received.numbered_operations():
-            size = operation_size(op)
+            text = operation_text(op)
+            size = text_size(text)
             problem = self._check_operation(op, size, now_ms)
             if problem is None:
                 candidates.append((index, op))
+                texts.append(text)
                 sizes[op.id] = size
             else:
                 refusals.append(_Refusal(index, op, *problem))
         if candidates:
-            appended, woken = await self._append(candidates, sizes)
+            appended, woken = await self._append(candidates, texts, sizes)
             refusals += appended
             if woken > 1:
                 # Relay first: the other sessions just woken reach their sends within two
@@ -732,10 +735,11 @@ class SyncSession:
         await self._act(self._protocol.batch_processed(batch.message_id))
 
     async def _append(
-        self, candidates: list[tuple[int, Operation]], sizes: dict[str, int]
+        self, candidates: list[tuple[int, Operation]], texts: list[str], sizes: dict[str, int]
     ) -> tuple[list[_Refusal], int]:
         """Append the operations that passed the checks in one transaction; the refusals,
-        and how many sessions the commit woke (this one included)."""
+        and how many sessions the commit woke (this one included).  ``texts``: each
+        candidate's ``operation_text``, kept for the relay of those applied."""
         ctx = self._ctx
         scopes = self.scopes
 
@@ -756,8 +760,12 @@ class SyncSession:
             ) from exc
         refusals: list[_Refusal] = []
         applied = 0
-        for (index, op), outcome in zip(candidates, result.outcomes, strict=True):
-            if outcome.status is AppendStatus.REJECTED:
+        encodings = ctx.encodings
+        for (index, op), text, outcome in zip(candidates, texts, result.outcomes, strict=True):
+            if outcome.status is AppendStatus.APPLIED:
+                applied += 1
+                encodings.remember_json(op, text)
+            elif outcome.status is AppendStatus.REJECTED:
                 refusals.append(
                     _Refusal(
                         index,
@@ -776,8 +784,6 @@ class SyncSession:
                         f'Operation "{op.id}" cannot be applied to its record',
                     )
                 )
-            elif outcome.status is AppendStatus.APPLIED:
-                applied += 1
         ctx.metrics.operations_applied.inc(applied)
         woken = 0
         if applied:

@@ -12,7 +12,7 @@ from kora.core.operations import operation_to_wire
 from kora.protocol.limits import Limits
 from kora.server.config import ServerLimits
 
-__all__ = ["codec_limits", "operation_size"]
+__all__ = ["codec_limits", "operation_size", "operation_text", "text_size"]
 
 
 def codec_limits(limits: ServerLimits) -> Limits:
@@ -28,4 +28,15 @@ def codec_limits(limits: ServerLimits) -> Limits:
 
 def operation_size(op: Operation) -> int:
     """UTF-8 bytes of the operation's JSON, as the reference measures it (spec 8.4)."""
-    return len(json_stringify(operation_to_wire(op)).encode("utf-8", "surrogatepass"))
+    return text_size(operation_text(op))
+
+
+def operation_text(op: Operation) -> str:
+    """The operation's JSON as the reference sends it (``JSON.stringify`` of its wire form):
+    what ``operation_size`` measures, and what a relay frame holds for it."""
+    return json_stringify(operation_to_wire(op))
+
+
+def text_size(text: str) -> int:
+    """UTF-8 bytes of ``text`` (a lone surrogate counts as its three bytes)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -160,3 +160,25 @@ def test_id_does_not_depend_on_key_order(data: dict[str, Any], rng: st.DataObjec
     }
     shuffled = _reorder(fields, rng)
     assert operation_id(shuffled) == operation_id(fields)
+
+
+@given(data=json_data, atomic=st.booleans(), deleted=st.booleans())
+@settings(max_examples=300)
+def test_an_operations_id_is_the_id_of_its_hashed_fields(
+    data: dict[str, Any], atomic: bool, deleted: bool
+) -> None:
+    # Operation.compute_id builds the hashed object itself; it must hash what
+    # operation_id(hashed_fields()) hashes.
+    op = Operation(
+        id="",
+        node_id="0190f0a0-0000-7000-8000-00000000000a",
+        type=OpType.DELETE if deleted else OpType.UPDATE,
+        collection="todos",
+        record_id="r",
+        data=None if deleted else data,
+        previous_data=None,
+        timestamp=HLCTimestamp(1_700_000_000_000, 3, "0190f0a0-0000-7000-8000-00000000000a"),
+        sequence_number=1,
+        atomic_ops={"count": AtomicOp(AtomicOpType.INCREMENT, 1)} if atomic else None,
+    )
+    assert op.compute_id() == operation_id(op.hashed_fields())

@@ -8,8 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_strategies import message_strategies
 
+from kora.core.canonical import json_stringify
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import Operation, OpType
+from kora.core.operations import operation_to_wire
 from kora.protocol import (
     BinaryCodec,
     FrameCodec,
@@ -112,6 +114,21 @@ def test_the_caches_are_bounded_by_count_and_bytes() -> None:
     small.clear()
     assert len(small) == 0
     assert small.held_bytes == 0
+
+
+def test_a_remembered_text_is_used_and_the_oldest_goes_first() -> None:
+    shared = SharedEncodings(max_operations=3, max_bytes=100_000)
+    ops = [op(seq) for seq in range(1, 6)]
+    for item in ops:
+        shared.remember_json(item, json_stringify(operation_to_wire(item)))
+    shared.remember_json(ops[3], json_stringify(operation_to_wire(ops[3])))  # again: stays
+    assert JSON.encode(batch(tuple(ops[2:])), shared) == JSON.encode(batch(tuple(ops[2:])))
+    assert (shared.misses, shared.hits) == (0, 3)
+    JSON.encode(batch((ops[0],)), shared)  # trimmed: encoded again, ops[2] goes
+    assert shared.misses == 1
+    JSON.encode(batch((ops[2],)), shared)
+    assert shared.misses == 2
+    assert len(shared) == 3
 
 
 def test_encoding_errors_stay_local_protocol_errors() -> None:

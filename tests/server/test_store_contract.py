@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 import psycopg
 import pytest
 import trio
@@ -39,6 +40,7 @@ from kora.server.stores import (
     open_server_store,
     open_sqlite_server_store,
 )
+from kora.server.stores._append import RecordKey, plan_append
 from kora.server.stores.postgres import application_name
 
 if TYPE_CHECKING:  # the fixture's type; conftest modules are not importable by name
@@ -443,6 +445,44 @@ async def test_an_op_whose_record_cannot_be_stored_is_invalid(store: ServerStore
     assert record is not None
     assert record.fields["count"] == 1
     assert record.fields["title"] == "ok"
+
+
+async def test_an_op_whose_own_columns_cannot_be_stored_is_invalid_alone(
+    store: ServerStore,
+) -> None:
+    # In-process callers can hand over what no wire frame carries (NaN in previous data).
+    unstorable = make_op(seq=1, previous={"n": float("nan")})
+    fine = make_op(seq=2, record="r2")
+    result = await store.append_batch([unstorable, fine])
+    assert [o.status for o in result.outcomes] == [AppendStatus.INVALID, AppendStatus.APPLIED]
+    assert await store.operation_count() == 1
+
+
+def test_the_plan_encodes_every_state_when_a_final_record_cannot_be_stored() -> None:
+    # A stored state that cannot be stored again (only a broken reader gives one): the
+    # per-operation checks see only the fields each op writes, so the final row fails and
+    # the batch is planned again, encoding each state as it goes.
+    broken = fold([make_op(seq=1, data={"bad": 1.0})])
+    assert broken is not None
+    broken = attrs.evolve(broken, fields={"bad": float("inf")})
+
+    class Reader:
+        def existing_ids(self, ids: Sequence[str]) -> set[str]:
+            return set()
+
+        def current_max_delivery_sequence(self) -> int:
+            return 1
+
+        def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+            return {("todos", "r1"): broken}
+
+        def load_record_operations(self, key: RecordKey) -> list[Operation]:
+            raise AssertionError("no replay expected")
+
+    ops = [make_op(seq=2, kind=OpType.UPDATE, data={"title": "t"}), make_op(seq=3, record="r2")]
+    plan = plan_append(Reader(), ops, None)
+    assert [o.status for o in plan.outcomes] == [AppendStatus.INVALID, AppendStatus.APPLIED]
+    assert list(plan.record_rows) == [("todos", "r2")]
 
 
 # ------------------------------------------------------------------ waiting and closing

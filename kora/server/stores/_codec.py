@@ -81,12 +81,30 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def operation_row(op: Operation, delivery_sequence: int, received_at: int) -> tuple[Any, ...]:
-    """The ``OPERATION_COLUMNS`` values of ``op``."""
-    atomic = (
+#: The JSON columns of an operation: data, previous_data, atomic_ops, causal_deps.
+JsonColumns = tuple[str | None, str | None, str | None, str]
+
+
+def operation_json_columns(op: Operation) -> JsonColumns:
+    """The JSON text of ``op``'s JSON columns; raises ``ValueError`` or ``TypeError`` if one
+    cannot be stored."""
+    return (
+        None if op.data is None else dump_json(op.data),
+        None if op.previous_data is None else dump_json(op.previous_data),
         None
         if op.atomic_ops is None
-        else dump_json({name: intent.to_wire() for name, intent in op.atomic_ops.items()})
+        else dump_json({name: intent.to_wire() for name, intent in op.atomic_ops.items()}),
+        dump_json(list(op.causal_deps)),
+    )
+
+
+def operation_row(
+    op: Operation, delivery_sequence: int, received_at: int, columns: JsonColumns | None = None
+) -> tuple[Any, ...]:
+    """The ``OPERATION_COLUMNS`` values of ``op`` (``columns``: its
+    ``operation_json_columns``, when already encoded)."""
+    data, previous_data, atomic, causal_deps = (
+        operation_json_columns(op) if columns is None else columns
     )
     return (
         op.id,
@@ -95,14 +113,14 @@ def operation_row(op: Operation, delivery_sequence: int, received_at: int) -> tu
         str(op.type),
         op.collection,
         op.record_id,
-        None if op.data is None else dump_json(op.data),
-        None if op.previous_data is None else dump_json(op.previous_data),
+        data,
+        previous_data,
         atomic,
         op.timestamp.wall_time,
         op.timestamp.logical,
         op.timestamp.node_id,
         op.sequence_number,
-        dump_json(list(op.causal_deps)),
+        causal_deps,
         op.schema_version,
         op.transaction_id,
         op.mutation_name,

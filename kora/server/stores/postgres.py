@@ -57,7 +57,6 @@ from kora.server.stores._codec import (
     RECORD_SELECT,
     delivery_sequence_of_row,
     operation_from_row,
-    operation_row,
     record_from_row,
 )
 from kora.server.stores._signal import CommitSignal
@@ -476,13 +475,7 @@ def _append(
         plan = plan_append(reader, ops, admit)
         if plan.applied:
             with conn.cursor() as cursor:
-                cursor.executemany(
-                    _INSERT_OPERATION,
-                    [
-                        operation_row(d.operation, d.delivery_sequence, received_at)
-                        for d in plan.applied
-                    ],
-                )
+                cursor.executemany(_INSERT_OPERATION, plan.operation_rows(received_at))
                 cursor.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
                 cursor.executemany(_UPSERT_RECORD, list(plan.record_rows.values()))
             conn.execute(

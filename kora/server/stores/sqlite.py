@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import attrs
 import trio
@@ -49,7 +49,6 @@ from kora.server.stores._codec import (
     RECORD_SELECT,
     delivery_sequence_of_row,
     operation_from_row,
-    operation_row,
     record_from_row,
 )
 from kora.server.stores._signal import CommitSignal
@@ -70,10 +69,19 @@ BUSY_TIMEOUT_SECONDS: Final = 5.0
 #: How long closing may take when the caller is being cancelled.
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS kora_operations (
-        id TEXT PRIMARY KEY,
-        delivery_seq INTEGER NOT NULL UNIQUE,
+#: The store's layout version, in ``PRAGMA user_version`` (0: a new file, or a file of the
+#: first layout, which had no version).
+SCHEMA_VERSION: Final = 2
+
+#: The operation log, version 2.  The delivery sequence is the rowid: every insert appends
+#: to the end of the table, and delivery reads are a range of it.  Ids are found through an
+#: index on their first 8 hex digits, not a unique index on all 64: content ids are random,
+#: so each insert into such an index lands on a random page of it (with a large log, a page
+#: per operation to write back at every commit).  An id is still stored at most once: the
+#: planner looks every incoming id up, in the write transaction, before inserting.
+_OPERATIONS_TABLE: Final = """CREATE TABLE kora_operations (
+        delivery_seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
         node_id TEXT NOT NULL,
         type TEXT NOT NULL,
         collection TEXT NOT NULL,
@@ -90,11 +98,15 @@ _SCHEMA: Final = (
         transaction_id TEXT,
         mutation_name TEXT,
         received_at INTEGER NOT NULL
-    )""",
-    """CREATE INDEX IF NOT EXISTS kora_operations_node_seq
-        ON kora_operations (node_id, sequence_number)""",
-    """CREATE INDEX IF NOT EXISTS kora_operations_record
-        ON kora_operations (collection, record_id)""",
+    )"""
+
+_OPERATION_INDEXES: Final = (
+    "CREATE INDEX kora_operations_id ON kora_operations (substr(id, 1, 8))",
+    "CREATE INDEX kora_operations_node_seq ON kora_operations (node_id, sequence_number)",
+    "CREATE INDEX kora_operations_record ON kora_operations (collection, record_id)",
+)
+
+_OTHER_TABLES: Final = (
     """CREATE TABLE IF NOT EXISTS kora_records (
         collection TEXT NOT NULL,
         record_id TEXT NOT NULL,
@@ -120,6 +132,17 @@ _SCHEMA: Final = (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     )""",
+)
+
+#: Version 1 to 2: the same rows, in delivery order, in the new operation table.  (Version 1
+#: had ``id TEXT PRIMARY KEY`` and ``delivery_seq INTEGER NOT NULL UNIQUE``.)
+_OPERATIONS_V1_TO_V2: Final = (
+    "ALTER TABLE kora_operations RENAME TO kora_operations_v1",
+    _OPERATIONS_TABLE,
+    f"INSERT INTO kora_operations ({', '.join(OPERATION_COLUMNS)}) "
+    f"SELECT {', '.join(OPERATION_COLUMNS)} FROM kora_operations_v1 ORDER BY delivery_seq",
+    "DROP TABLE kora_operations_v1",  # and its indexes
+    *_OPERATION_INDEXES,
 )
 
 _INSERT_OPERATION: Final = (
@@ -347,13 +370,32 @@ def _connect(path: str, candidate_node_id: str) -> tuple[sqlite3.Connection, str
 
 
 def _create_schema(conn: sqlite3.Connection, candidate_node_id: str) -> tuple[str, int]:
-    for statement in _SCHEMA:
-        conn.execute(statement)
+    _migrate(conn)
     conn.execute(
         "INSERT OR IGNORE INTO kora_meta (key, value) VALUES ('node_id', ?)", (candidate_node_id,)
     )
     (node_id,) = conn.execute("SELECT value FROM kora_meta WHERE key = 'node_id'").fetchone()
     return str(node_id), _max_delivery_sequence(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the open write transaction's database to ``SCHEMA_VERSION``, keeping its data."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise ServerStoreError(
+            f"the database has server store layout version {found}, newer than this Kora "
+            f"knows ({SCHEMA_VERSION}): use a newer Kora"
+        )
+    if found == SCHEMA_VERSION:
+        return
+    (has_operations,) = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'kora_operations'"
+    ).fetchone()
+    # Version 1 left user_version at 0: its operation table is what tells it from a new file.
+    steps = _OPERATIONS_V1_TO_V2 if has_operations else (_OPERATIONS_TABLE, *_OPERATION_INDEXES)
+    for statement in (*steps, *_OTHER_TABLES):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _write_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -380,17 +422,35 @@ def _load_record(conn: sqlite3.Connection, key: RecordKey) -> RecordState | None
     return None if row is None else record_from_row(row)
 
 
+def existing_ids_query(count: int) -> str:
+    """Which of ``count`` ids are stored: parameters are their first 8 characters, then the
+    ids.  The index holds the first 8 characters, the second test keeps whole ids; its unary
+    plus keeps SQLite from propagating a single ``id = ?`` into ``substr(id, 1, 8)``, which
+    would make the planner scan the table instead."""
+    marks = ", ".join("?" for _ in range(count))
+    return (
+        f"SELECT id FROM kora_operations WHERE substr(id, 1, 8) IN ({marks}) AND +id IN ({marks})"
+    )
+
+
+def records_query(count: int) -> str:
+    """The records of one collection (the first parameter) with any of ``count`` ids."""
+    marks = ", ".join("?" for _ in range(count))
+    return (
+        f"SELECT {RECORD_SELECT} FROM kora_records WHERE collection = ? AND record_id IN ({marks})"
+    )
+
+
 class _SqliteReader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(ids), 500):  # stay under SQLite's host-parameter limit
-            chunk = ids[start : start + 500]
+        for start in range(0, len(ids), 250):  # two host parameters per id, under 999
+            chunk = ids[start : start + 250]
             rows = self._conn.execute(
-                f"SELECT id FROM kora_operations WHERE id IN ({', '.join('?' for _ in chunk)})",
-                chunk,
+                existing_ids_query(len(chunk)), [*(op_id[:8] for op_id in chunk), *chunk]
             ).fetchall()
             found.update(row[0] for row in rows)
         return found
@@ -399,17 +459,22 @@ class _SqliteReader:
         return _max_delivery_sequence(self._conn)
 
     def load_records(self, keys: Sequence[RecordKey]) -> dict[RecordKey, RecordState]:
+        # One query per collection: "(collection, record_id) IN (VALUES ...)" would scan the
+        # whole table (SQLite 3.40 does not probe the primary key with row values), while
+        # "collection = ? AND record_id IN (...)" does.
+        by_collection: dict[str, list[str]] = {}
+        for collection, record_id in keys:
+            by_collection.setdefault(collection, []).append(record_id)
         found: dict[RecordKey, RecordState] = {}
-        for start in range(0, len(keys), 250):  # two host parameters per key
-            chunk = keys[start : start + 250]
-            rows = self._conn.execute(
-                f"SELECT {RECORD_SELECT} FROM kora_records WHERE (collection, record_id) IN "
-                f"(VALUES {', '.join('(?, ?)' for _ in chunk)})",
-                [part for key in chunk for part in key],
-            ).fetchall()
-            for row in rows:
-                state = record_from_row(row)
-                found[(state.collection, state.record_id)] = state
+        for collection, record_ids in by_collection.items():
+            for start in range(0, len(record_ids), 500):  # under the host-parameter limit
+                chunk = record_ids[start : start + 500]
+                rows = self._conn.execute(
+                    records_query(len(chunk)), [collection, *chunk]
+                ).fetchall()
+                for row in rows:
+                    state = record_from_row(row)
+                    found[(state.collection, state.record_id)] = state
         return found
 
     def load_record_operations(self, key: RecordKey) -> list[Operation]:
@@ -449,10 +514,7 @@ def _append_group(conn: sqlite3.Connection, group: Sequence[_QueuedAppend]) -> l
 
 
 def _write_plan(conn: sqlite3.Connection, plan: AppendPlan, received_at: int) -> None:
-    rows: list[tuple[Any, ...]] = [
-        operation_row(d.operation, d.delivery_sequence, received_at) for d in plan.applied
-    ]
-    conn.executemany(_INSERT_OPERATION, rows)
+    conn.executemany(_INSERT_OPERATION, plan.operation_rows(received_at))
     conn.executemany(_UPSERT_VERSION, list(plan.version_vector.items()))
     conn.executemany(_UPSERT_RECORD, list(plan.record_rows.values()))
     conn.execute(
