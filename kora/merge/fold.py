@@ -52,23 +52,25 @@ class OutOfOrderError(LocalError):
     """``apply`` was given an operation that is not newer than the state: re-fold instead."""
 
 
-def is_newer(state: RecordState | None, op: Operation) -> bool:
+def is_newer(state: RecordState | None, op: Operation, stamp: str | None = None) -> bool:
     """Whether ``op`` is strictly newer (HLC total order) than every op folded into ``state``.
 
     Args:
         state: The current state, or None for a record with no operations yet.
         op: The incoming operation.
+        stamp: ``op.timestamp.serialize()``, when the caller has it already.
 
     Returns:
         True when ``apply(state, op)`` can take the fast path.
     """
     if state is None:
         return True
-    return _later_than(op.timestamp, state.version)
+    return _later_than(op.timestamp, state.version, stamp)
 
 
-def _later_than(ts: HLCTimestamp, version: str) -> bool:
-    serialized = ts.serialize()
+def _later_than(ts: HLCTimestamp, version: str, serialized: str | None = None) -> bool:
+    if serialized is None:
+        serialized = ts.serialize()
     head, version_head = serialized[:_PREFIX], version[:_PREFIX]
     if head != version_head:
         return head > version_head
@@ -122,7 +124,7 @@ def fold(ops: Iterable[Operation]) -> RecordState | None:
     )
 
 
-def apply(state: RecordState | None, op: Operation) -> RecordState:
+def apply(state: RecordState | None, op: Operation, stamp: str | None = None) -> RecordState:
     """Append one operation that is newer than all of the record's operations.
 
     Gives the same state as ``fold`` over all the record's operations plus ``op``.
@@ -131,6 +133,8 @@ def apply(state: RecordState | None, op: Operation) -> RecordState:
     Args:
         state: The record's current state (None if it has no operations yet).
         op: An operation of the same record, newer (HLC) than ``state.version``.
+        stamp: ``op.timestamp.serialize()``, when the caller has it already (a store
+            that just checked and serialized the timestamp): not computed again.
 
     Returns:
         The new state.
@@ -151,8 +155,8 @@ def apply(state: RecordState | None, op: Operation) -> RecordState:
             f"operation for {op.collection}/{op.record_id} applied to "
             f"{state.collection}/{state.record_id}"
         )
-    version = op.timestamp.serialize()
-    if not _later_than(op.timestamp, state.version):
+    version = op.timestamp.serialize() if stamp is None else stamp
+    if not _later_than(op.timestamp, state.version, version):
         raise OutOfOrderError(
             f"operation {op.id} at {version} is not newer than the record's version "
             f"{state.version}: re-fold the record's operations"

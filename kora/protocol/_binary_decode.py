@@ -389,6 +389,9 @@ class Decoder:
         used = 0  # members taken by the operations so far
         operations: list[Operation] = []
         ids: list[str] = []
+        # Record UUIDs already written out in this batch (updates often share a record).
+        record_texts: dict[bytes, str] = {}
+        insert, update, delete = OpType.INSERT, OpType.UPDATE, OpType.DELETE
         wall = 0
         seq = 0
         for position, p in enumerate(wire_ops):
@@ -407,7 +410,10 @@ class Decoder:
                 fail(f"operation {position} refers to a missing node, collection or type")
             record_raw = p.record_uuid
             if record_raw:
-                record_id = get_id(record_raw, p.record_text, "recordId")
+                known = record_texts.get(record_raw)
+                if known is None or p.record_text:
+                    known = record_texts[record_raw] = get_id(record_raw, p.record_text, "recordId")
+                record_id = known
             else:
                 record_id = p.record_text
             wall += p.wall_time_delta
@@ -489,7 +495,23 @@ class Decoder:
                 transaction_id,
                 mutation_name,
             )
-            _check_operation(op, position)
+            # The common operation passes _check_operation: tested here on the locals.
+            if not (
+                op_id
+                and node_id
+                and collection
+                and record_id
+                and wall < MAX_WALL_TIME
+                and logical <= MAX_LOGICAL
+                and schema_version >= 1
+                and atomic_ops is None
+                and (
+                    (op_type is insert and data is not None)
+                    or (op_type is update and data is not None and previous_data is not None)
+                    or (op_type is delete and data is None)
+                )
+            ):
+                _check_operation(op, position)
             operations.append(op)
             ids.append(op_id)
         if used != member_count:

@@ -632,6 +632,10 @@ class Replica:
                 # A new record from one insert: its state is implied (``fresh_state``,
                 # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
                 fresh[key] = len(ops_out)
+            elif current is not None and is_newer(current, op, row[6]):
+                # The usual update: newer than the record (row[6] is the checked timestamp,
+                # serialized: apply need not serialize it twice more).
+                records[key] = apply(current, op, row[6])
             else:
                 records[key] = self._merge(reader, tx, current, op)
             ops_out.append(op)

@@ -161,7 +161,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def apply_remote(
-        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+        self,
+        operations: Iterable[Operation],
+        *,
+        watermark: tuple[str, int] | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> ApplyResult:
         """Store and merge operations received from other nodes, in one transaction.
 
@@ -180,6 +184,12 @@ class Store(abc.ABC):
                 the watermark that counts it are durable together (one commit, not two).
                 Not set when an operation was refused retriably (clock drift): it must be
                 delivered again.
+            before_commit: Called once everything is written, right before the commit, by
+                a store whose commit can run while the caller's thread does other work
+                (``SQLiteStore``: from its worker thread, and SQLite's commit does not hold
+                the GIL).  It must be thread-safe, quick, and must not raise (that rolls the
+                transaction back): e.g. ``trio.lowlevel.current_trio_token().run_sync_soon``
+                of an event's ``set``.  Other stores may never call it.
 
         Raises:
             ValidationError: The watermark value is not a non-negative int.

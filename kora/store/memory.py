@@ -161,8 +161,13 @@ class MemoryStore(Store):
         return tx.ops
 
     async def apply_remote(
-        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+        self,
+        operations: Iterable[Operation],
+        *,
+        watermark: tuple[str, int] | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> ApplyResult:
+        # before_commit is not called: the memory store's "commit" holds the GIL throughout.
         if watermark is not None:
             check_watermark(watermark[1])
         await self._enter()

@@ -86,6 +86,12 @@ _INSERT_FRESH_RECORD: Final = (
     "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
     "version, created_version, last_op_id) VALUES (?1, ?2, ?3, '{}', '{}', 0, ?4, ?4, ?5)"
 )
+#: The records that the op log rows above a rowid created, one insert each (as above).
+_FRESH_RECORDS_FROM_OPS: Final = (
+    "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
+    "version, created_version, last_op_id) SELECT collection, record_id, data, '{}', '{}', 0, "
+    "hlc, hlc, id FROM ops WHERE rowid > ? ORDER BY rowid"
+)
 _UPSERT_RECORD: Final = (
     "INSERT INTO records (collection, id, data, field_versions, field_atomic, deleted, "
     "version, created_version, last_op_id) VALUES (?,?,?,?,?,?,?,?,?) "
@@ -349,8 +355,11 @@ def _plain_insert_statement(tx: TxWrites) -> str | None:
 
 def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     """Write a planned transaction with one ``executemany`` per table."""
+    # A remote group that only creates records (a catch-up) copies them from its op log
+    # rows in SQLite: no row of Python values to build and bind per record.
+    records_from_ops = not tx.queued and len(tx.fresh) == len(tx.rows) > 0
     if tx.ops:
-        if tx.queued:
+        if tx.queued or records_from_ops:
             (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
         plain = _plain_insert_statement(tx)
         if plain is None:
@@ -363,7 +372,10 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
             # SQLite gives each new row the rowid max + 1, so this transaction's operations
             # are exactly the rows above the maximum before it, in order (we hold the lock).
             conn.execute(_ENQUEUE_FROM, (base,))
-    if tx.fresh:
+    if records_from_ops:
+        # Every row of this transaction created its record (fresh holds each index once).
+        conn.execute(_FRESH_RECORDS_FROM_OPS, (base,))
+    elif tx.fresh:
         # New records: every field at the record's version, nothing atomic yet.
         conn.executemany(
             _INSERT_FRESH_RECORD,
@@ -445,6 +457,7 @@ class SQLiteStore(Store):
         tx_of: Callable[[T], TxWrites],
         *,
         after: Callable[[sqlite3.Connection], object] | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> T:
         """Plan, write and commit in the worker; publish to the replica before releasing it.
 
@@ -459,6 +472,8 @@ class SQLiteStore(Store):
                 _write(c, tx_of(planned))
                 if after is not None:
                     after(c)
+                if before_commit is not None:
+                    before_commit()  # everything is written; the commit follows
                 return planned
 
             planned = _in_transaction(conn, body)
@@ -513,7 +528,11 @@ class SQLiteStore(Store):
         return tx.ops[0], record
 
     async def apply_remote(
-        self, operations: Iterable[Operation], *, watermark: tuple[str, int] | None = None
+        self,
+        operations: Iterable[Operation],
+        *,
+        watermark: tuple[str, int] | None = None,
+        before_commit: Callable[[], object] | None = None,
     ) -> ApplyResult:
         batch = list(operations)
         if watermark is not None:
@@ -535,6 +554,7 @@ class SQLiteStore(Store):
             plan,
             lambda planned: planned[0],
             after=None if watermark is None else store_watermark,
+            before_commit=before_commit,
         )
         result = ApplyResult(
             applied=tuple(tx.ops),

@@ -81,9 +81,9 @@ class SyncOptions:
         transport: ``"websocket"``, ``"long-polling"`` or a transport factory (a callable
             returning an async context manager that yields a
             :class:`~kora.sync.transport.Transport`; called once per attempt).
-        wire_format: ``"json"`` (what Kora.js speaks), ``"kora-pb1"`` (our binary format;
-            a server that does not select it is an error) or ``"auto"`` (offer it, accept
-            JSON).
+        wire_format: ``"auto"`` (offer ``kora-pb1``, speak JSON unless the server selects
+            it: a Kora.js server answers ``"json"``), ``"json"`` (only JSON, as Kora.js) or
+            ``"kora-pb1"`` (a server that does not select it is an error).
         window: Our batches that may await acknowledgment at once.
         ack_timeout: Seconds to wait for the acknowledgment of a batch before the connection
             is considered dead and reopened.
@@ -104,7 +104,10 @@ class SyncOptions:
         default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
     transport: TransportChoice = attrs.field(default="websocket", validator=_transport)
-    wire_format: WireFormatChoice = attrs.field(default="json", validator=_wire_format)
+    #: ``"auto"``: our server then sends ``kora-pb1``, which costs both ends less CPU per
+    #: operation than JSON (a fresh client's 100,000-record sync: about a third less server
+    #: CPU); a Kora.js server selects JSON for a client that does not list ``"protobuf"``.
+    wire_format: WireFormatChoice = attrs.field(default="auto", validator=_wire_format)
     window: int = attrs.field(default=DEFAULT_WINDOW, validator=_positive_int)
     ack_timeout: float = attrs.field(default=30.0, validator=_seconds)
     connect_timeout: float = attrs.field(default=10.0, validator=_seconds)

@@ -29,12 +29,19 @@ keeps the highest, spec 4.4), so while the outgoing mailbox is full only the new
 kept and a small task sends it as soon as there is room: memory stays bounded and what the
 server learns is only ever late, never wrong.  Other frames (legacy acknowledgments) are
 sent in order as before.
+
+Frames are decoded in the trio thread before or after the store's work, never while the
+store's thread runs Python or binds rows (the two would take turns on the GIL, row by
+row), with one exception: SQLite's commit (writing and syncing the WAL) holds no GIL, so
+the frames that arrived meanwhile are decoded while a group commits (``_CommitWindow``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import ExitStack
+from functools import partial
 from typing import Final
 
 import trio
@@ -50,11 +57,12 @@ from kora.protocol.actions import (
     SendFrame,
     WatermarkChanged,
 )
-from kora.protocol.client import ClientSession
+from kora.protocol.client import ClientSession, ClientState
 from kora.protocol.errors import RemoteProtocolError
 from kora.protocol.messages import Acknowledgment
 from kora.store import Store
 from kora.store.errors import StoreFailedError
+from kora.sync._gc import catching_up
 from kora.sync._messages import (
     BatchAcked,
     EventEmitter,
@@ -80,6 +88,15 @@ log: Final = logging.getLogger("kora.sync")
 MAX_GROUP_OPERATIONS: Final = 5000
 #: At most this many waiting frames are taken at once to join a group.
 _MAX_PULLED_FRAMES: Final = 64
+
+
+class _CommitWindow:
+    """What was decoded while one group committed: the actions wait for the commit (they
+    run after the group's own), a fatal error is raised once the commit is over."""
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+        self.error: ConnectionEnded | None = None
 
 
 class ReceiverActor:
@@ -127,13 +144,23 @@ class ReceiverActor:
         #: The newest delivery acknowledgment that found the outgoing mailbox full.
         self._late_ack: SendFrame | None = None
         self._late_ack_set = trio.Event()
+        #: The group being applied (None between applies), and the store's signal that its
+        #: commit began (set from the store's thread through the trio token).
+        self._window: _CommitWindow | None = None
+        self._commit_began = trio.Event()
+        #: Holds ``catching_up()`` until the session reaches streaming.
+        self._catch_up = ExitStack()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         session = self._link.session
-        with self._frames_in, self._frames_out, self._outbound, self._metrics:
+        with self._frames_in, self._frames_out, self._outbound, self._metrics, self._catch_up:
+            if session.state is not ClientState.STREAMING:
+                # Until the exchange after the handshake is complete: see kora.sync._gc.
+                self._catch_up.enter_context(catching_up())
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._send_late_acks)
+                    nursery.start_soon(self._decode_while_committing)
                     task_status.started()
                     while True:
                         frame = await self._next_frame()
@@ -168,6 +195,19 @@ class ReceiverActor:
                     self._late_ack = None
                 else:
                     self._late_ack_set.set()  # a newer one came meanwhile
+
+    async def _decode_while_committing(self) -> None:
+        session = self._link.session
+        while True:
+            await self._commit_began.wait()
+            self._commit_began = trio.Event()
+            window = self._window
+            if window is None or window.error is not None:
+                continue  # that apply is already over (its signal came late)
+            try:
+                self._take_arrived(session, window.actions)
+            except ConnectionEnded as exc:
+                window.error = exc
 
     @staticmethod
     def _decode(session: ClientSession, frame: Frame) -> list[Action]:
@@ -228,6 +268,7 @@ class ReceiverActor:
                     BatchAcked(self._link.id, action.batch.message_id, trio.current_time()),
                 )
             elif isinstance(action, ReachedStreaming):
+                self._catch_up.close()
                 await self._outbound.send(Streaming(self._link.id))
             elif isinstance(action, OperationRejectedReceived):
                 await self._rejected(action)
@@ -275,14 +316,23 @@ class ReceiverActor:
             size += len(following.batch.operations)
         operations = [op for batch in group for op in batch.operations]
         self._board.exchange_started()
+        window = self._window = _CommitWindow()
+        began = partial(trio.lowlevel.current_trio_token().run_sync_soon, self._commit_began.set)
         try:
             result = await self._store.apply_remote(
-                operations, watermark=None if watermark is None else (self._view, watermark)
+                operations,
+                watermark=None if watermark is None else (self._view, watermark),
+                before_commit=began,
             )
         except StoreFailedError as exc:
             ids = ", ".join(batch.message_id for batch in group)
             log.error("could not apply batch(es) %s: %s", ids, exc)
             raise ConnectionEnded(f"could not apply received batches: {exc}") from exc
+        finally:
+            self._window = None
+        if window.error is not None:
+            raise window.error
+        held.extend(window.actions)  # their frames came after the group's
         # The event goes out right after the commit, before anything else is awaited.
         if operations:
             await post(self._metrics, OperationsReceived(len(operations)))

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ChaosTransport,
         Direction,
         chaos_transport,
+        frame_message,
     )
     from kora.testing.fault_proxy import FaultProxy, open_fault_proxy
     from kora.testing.loop_server import LoopServer, loop_clock_ms, open_loop_server
@@ -41,6 +42,7 @@ _EXPORTS = {
     "ChaosTransport": "kora.testing.chaos",
     "Direction": "kora.testing.chaos",
     "chaos_transport": "kora.testing.chaos",
+    "frame_message": "kora.testing.chaos",
     "FaultProxy": "kora.testing.fault_proxy",
     "open_fault_proxy": "kora.testing.fault_proxy",
     "LoopServer": "kora.testing.loop_server",
@@ -60,6 +62,7 @@ __all__ = [
     "LoopServer",
     "NetworkLink",
     "chaos_transport",
+    "frame_message",
     "link_of",
     "loop_clock_ms",
     "open_fault_proxy",

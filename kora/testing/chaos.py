@@ -24,6 +24,9 @@ delay, duplicate.  All waits use ``trio`` time, so everything works under
 
 Use it as a transport factory: ``SyncOptions(transport=chaos_transport(inner_factory,
 ChaosConfig(drop_rate=0.1), seed=42))``.
+
+A predicate that picks frames by their message reads them with :func:`frame_message`: a
+connection to our server speaks ``kora-pb1`` (binary frames) once negotiated, JSON before.
 """
 
 from __future__ import annotations
@@ -31,18 +34,46 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
 
+from kora.protocol.binary_codec import BinaryCodec
+from kora.protocol.json_codec import JsonCodec
 from kora.sync.errors import TransportClosed
 from kora.sync.transport import Frame, Transport, TransportFactory
 
-__all__ = ["ChaosConfig", "ChaosStats", "ChaosTransport", "Direction", "chaos_transport"]
+__all__ = [
+    "ChaosConfig",
+    "ChaosStats",
+    "ChaosTransport",
+    "Direction",
+    "chaos_transport",
+    "frame_message",
+]
+
+_JSON: Final = JsonCodec()
+_BINARY: Final = BinaryCodec()
+
+
+def frame_message(frame: Frame) -> dict[str, Any]:
+    """The message of a frame as the JSON object the JSON format carries, whichever format
+    carried it: a JSON frame (text, or bytes starting with ``{``) is parsed, a ``kora-pb1``
+    frame decoded and written as JSON.  For predicates: ``frame_message(f)["type"]``.
+
+    Raises:
+        RemoteProtocolError: If the frame is neither.
+    """
+    if isinstance(frame, str) or frame[:1] == b"{":
+        parsed: dict[str, Any] = json.loads(frame)
+        return parsed
+    converted: dict[str, Any] = json.loads(_JSON.encode(_BINARY.decode(frame)))
+    return converted
 
 
 class Direction(enum.Enum):

@@ -167,14 +167,24 @@ def test_apply_matches_fold_and_reapplying_the_last_op_is_a_no_op() -> None:
         state = apply(state, op)
     assert state == fold(ops)
     assert apply(state, ops[-1]) is state
+    # With the serialized timestamp given by the caller: the same states.
+    given = None
+    for op in ops:
+        stamp = op.timestamp.serialize()
+        assert is_newer(given, op, stamp)
+        given = apply(given, op, stamp)
+    assert given == state
 
 
 def test_apply_refuses_an_op_that_is_not_newer() -> None:
     state = fold([make_op("i", INSERT, 10, data={"n": 0}), make_op("u", UPDATE, 30, data={})])
     late = make_op("late", UPDATE, 20, "node-b", data={"n": 1})
     assert not is_newer(state, late)
+    assert not is_newer(state, late, late.timestamp.serialize())
     with pytest.raises(OutOfOrderError):
         apply(state, late)
+    with pytest.raises(OutOfOrderError):
+        apply(state, late, late.timestamp.serialize())
 
 
 def test_newness_orders_node_ids_by_utf16_code_units() -> None:

@@ -317,6 +317,16 @@ def columns_batch(data_size: int = 2, **columns: Any) -> pb.Envelope:
             envelope_with_batch(good_op(record_uuid=b"\x01" * 3, record_text="")),
             "BINARY_DECODE_ERROR",
         ),
+        (  # the second operation's record both as a UUID (seen before) and as text
+            envelope_with_batch(
+                good_op(record_uuid=b"\x01" * 16, record_text=""),
+                good_op(record_uuid=b"\x01" * 16, record_text="r"),
+            ),
+            "BINARY_DECODE_ERROR",
+        ),
+        (envelope_with_batch(good_op(record_text="")), "INVALID_OPERATION"),
+        (envelope_with_batch(good_op(data_size=0)), "INVALID_OPERATION"),
+        (envelope_with_batch(good_op(type=2)), "INVALID_OPERATION"),
         (envelope_with_batch(good_op(type=7)), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(timestamp_node=4)), "BINARY_DECODE_ERROR"),
         (envelope_with_batch(good_op(wall_time_delta=-5)), "INVALID_NUMBER"),

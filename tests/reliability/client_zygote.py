@@ -42,6 +42,7 @@ from kora.store import LocalMutation, open_sqlite_store
 from kora.sync import SyncOptions, open_sync
 from kora.sync.transport import Frame, Transport
 from kora.sync.websocket import open_websocket_transport
+from kora.testing import frame_message
 
 #: Operation body sizes, 50 B to 50 KiB, mostly small (the database stays small).
 SIZES = (50, 200, 1000, 5000, 50 * 1024)
@@ -100,7 +101,7 @@ class KillTransport:
         self._switch = switch
 
     async def send(self, frame: Frame) -> None:
-        batch = isinstance(frame, str) and '"type":"operation-batch"' in frame
+        batch = frame_message(frame)["type"] == "operation-batch"
         if batch:
             self._switch.hit("K3")
         await self._inner.send(frame)
@@ -109,7 +110,7 @@ class KillTransport:
 
     async def receive(self) -> Frame:
         frame = await self._inner.receive()
-        if isinstance(frame, str) and '"type":"acknowledgment"' in frame:
+        if frame_message(frame)["type"] == "acknowledgment":
             self._switch.hit("K5")
         return frame
 

@@ -29,7 +29,6 @@ increasing HLCs per node; then the exact outcome the case is about.
 from __future__ import annotations
 
 import itertools
-import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -58,6 +57,7 @@ from kora.testing import (
     LoopServer,
     NetworkLink,
     chaos_transport,
+    frame_message,
     loop_clock_ms,
     open_loop_server,
     open_test_app,
@@ -85,9 +85,9 @@ def first_ack_dropper() -> Any:
     dropped: list[str] = []
 
     def predicate(frame: Any, direction: Direction) -> bool:
-        text = frame if isinstance(frame, str) else ""
-        if direction is Direction.INCOMING and '"type":"acknowledgment"' in text and not dropped:
-            dropped.append(text)
+        message = frame_message(frame)
+        if direction is Direction.INCOMING and message["type"] == "acknowledgment" and not dropped:
+            dropped.append(message)
             return True
         return False
 
@@ -179,8 +179,8 @@ class Clock:
 
 
 def frame_json(frame: Frame) -> dict[str, Any]:
-    """A JSON frame as a dict (``{}`` for a binary frame)."""
-    return json.loads(frame) if isinstance(frame, str) else {}
+    """A frame's message as JSON, whichever wire format carried it."""
+    return frame_message(frame)
 
 
 def batch_sequences(frame: Frame, node_id: str) -> list[int]:

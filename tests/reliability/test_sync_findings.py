@@ -16,7 +16,13 @@ from kora.server import MemoryServerStore
 from kora.store.memory import open_memory_store
 from kora.store.values import LocalMutation
 from kora.sync import SyncOptions, open_sync
-from kora.testing import ChaosConfig, Direction, chaos_transport, open_loop_server
+from kora.testing import (
+    ChaosConfig,
+    Direction,
+    chaos_transport,
+    frame_message,
+    open_loop_server,
+)
 
 
 class SpinDetector(trio.abc.Instrument):
@@ -45,8 +51,7 @@ class SpinDetector(trio.abc.Instrument):
 
 
 def batches_vanish(frame: Any, direction: Direction) -> bool:
-    text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-    return direction is Direction.OUTGOING and '"operation-batch"' in text
+    return direction is Direction.OUTGOING and frame_message(frame)["type"] == "operation-batch"
 
 
 async def test_the_ack_timeout_fires_when_its_deadline_is_not_exact(

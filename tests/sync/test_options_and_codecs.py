@@ -20,7 +20,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (options.reconnect_interval, options.max_reconnect_interval) == (1.0, 30.0)
     assert (options.ack_timeout, options.connect_timeout) == (30.0, 10.0)
     assert options.auto_reconnect
-    assert (options.transport, options.wire_format) == ("websocket", "json")
+    assert (options.transport, options.wire_format) == ("websocket", "auto")
 
 
 @pytest.mark.parametrize(

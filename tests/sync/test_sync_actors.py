@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -460,6 +463,62 @@ async def test_receiver_applies_waiting_batches_in_one_transaction() -> None:
         ]
         assert await store.delivery_watermark("") == 5
         assert [len(p["operations"]) for n, p in rig.events if n == "sync:received"] == [3]  # type: ignore[arg-type]
+
+
+async def test_receiver_decodes_what_arrives_while_a_group_commits() -> None:
+    async with open_store(None) as other, open_store(":memory:") as store:
+        ops = [
+            await other.write_local(
+                LocalMutation(type=OpType.INSERT, collection="todos", data={"n": n})
+            )
+            for n in range(2)
+        ]
+        rig = ReceiverRig(store)
+        committing: list[str] = []  # the group whose commit runs
+        decoded: list[tuple[str, list[str]]] = []  # (frame, what was committing meanwhile)
+        d2_decoded = threading.Event()
+        apply_remote = store.apply_remote
+
+        async def slow_commits(operations: Any, **kwargs: Any) -> object:
+            group = [op.id for op in operations]
+            if group == [ops[0].id]:  # d2 arrives while d1's group is being stored
+                rig.in_send.send_nowait(delivery("d2", (ops[1],), 1, 2))
+            began = kwargs["before_commit"]
+
+            def commit_begins() -> None:  # in the store's thread
+                committing.append("d1" if group == [ops[0].id] else "d2")
+                began()
+                if group == [ops[0].id]:
+                    d2_decoded.wait(5)  # a commit long enough for the receiver to decode d2
+
+            result = await apply_remote(operations, **{**kwargs, "before_commit": commit_begins})
+            committing.clear()
+            return result
+
+        receive_frame = rig.session.receive_frame
+
+        def recording(frame: Frame) -> list[Any]:
+            decoded.append((json.loads(frame)["messageId"], list(committing)))
+            if decoded[-1][0] == "d2":
+                d2_decoded.set()
+            return receive_frame(frame)
+
+        store.apply_remote = slow_commits  # type: ignore[method-assign]
+        rig.session.receive_frame = recording  # type: ignore[method-assign]
+        await rig.in_send.send(delivery("d1", (ops[0],), 0, 1))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.actor.run)
+            acks = [CODEC.decode(await rig.out_receive.receive()) for _ in range(2)]
+            nursery.cancel_scope.cancel()
+        # d2 was decoded during d1's commit, then applied (and acknowledged) after d1, in
+        # its own transaction.
+        assert decoded == [("d1", []), ("d2", ["d1"])]
+        assert [(a.acknowledged_message_id, a.delivery_sequence) for a in acks] == [  # type: ignore[union-attr]
+            ("d1", 1),
+            ("d2", 2),
+        ]
+        assert await store.delivery_watermark("") == 2
+        assert await store.count("todos") == 2
 
 
 async def test_receiver_keeps_applying_while_its_acknowledgments_cannot_leave() -> None:
