@@ -41,8 +41,8 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
 The actor keeps the queue in memory: it reads the store's queue when it starts and on every
 new connection (a clock rebase at the handshake may have re-stamped it), and learns of local
 writes from the store's queue listener (``Store.add_queue_listener``), so neither a local
-write nor an acknowledgment costs a read.  Local writes also wake it through a store change
-listener that sets a flag and posts a :class:`~kora.sync._messages.QueueChanged` with
+write nor an acknowledgment costs a read.  Local writes also wake it through the engine's
+queue listener, which sets a flag and posts a :class:`~kora.sync._messages.QueueChanged` with
 ``send_nowait``; when the mailbox is full the post is dropped, which is safe because the flag
 is read after every message.
 """
@@ -106,7 +106,7 @@ RETRY_BACKOFF: Final = ReconnectBackoff()
 
 
 class ChangeFlag:
-    """Set by the store's change listener, taken by the actor (a coalescing wake-up)."""
+    """Set by the engine's queue listener, taken by the actor (a coalescing wake-up)."""
 
     def __init__(self) -> None:
         self.is_set = True  # the queue must be read once at start
@@ -172,7 +172,7 @@ class OutboundQueueActor:
         metrics: The diagnostics mailbox.
         board: The status board (pending count, last synced time).
         emit: Publishes app events.
-        changed: The flag the store change listener sets.
+        changed: The flag the engine's queue listener sets.
     """
 
     def __init__(
