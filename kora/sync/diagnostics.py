@@ -18,7 +18,10 @@ reference computes but never feeds; here every input is wired):
 ``DiagnosticsActor`` receives :data:`MetricEvent` values on a bounded channel and updates a
 :class:`DiagnosticsRecorder`; producers use a blocking ``send`` (the actor does constant work
 per event and never awaits I/O, so the wait is short, and no sample is ever dropped: the
-counters are exact).
+counters are exact).  The actor takes events in bursts: after the first event it lets the
+others gather for ``SETTLE`` seconds and then takes everything that is there, so one update
+(whose send, frames and acknowledgment post several events a few hops apart) wakes it about
+once instead of once per event; a query is answered at most ``SETTLE`` later.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from actors import Reply
 __all__ = [
     "BANDWIDTH_WINDOW",
     "RTT_WINDOW",
+    "SETTLE",
     "BandwidthEstimator",
     "BatchRoundTrip",
     "ConnectAttempted",
@@ -57,6 +61,9 @@ __all__ = [
 RTT_WINDOW: Final = 100
 #: Bandwidth samples kept for the estimate.
 BANDWIDTH_WINDOW: Final = 20
+#: Seconds the actor lets metric events gather after the first one before it takes them
+#: all (a scheduling round per burst, not per event; far below the mailbox's capacity).
+SETTLE: Final = 0.01
 
 
 class SlidingWindowPercentile:
@@ -302,7 +309,17 @@ class DiagnosticsActor:
         with self._events:
             task_status.started()
             async for event in self._events:
-                if isinstance(event, DiagnosticsQuery):
-                    event.reply.send(self._recorder.snapshot(trio.current_time()))
-                else:
-                    self._recorder.record(event)
+                self._take(event)
+                await trio.sleep(SETTLE)
+                while True:
+                    try:
+                        event = self._events.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break  # the end of the channel ends the `async for`
+                    self._take(event)
+
+    def _take(self, event: MetricMessage) -> None:
+        if isinstance(event, DiagnosticsQuery):
+            event.reply.send(self._recorder.snapshot(trio.current_time()))
+        else:
+            self._recorder.record(event)
