@@ -216,12 +216,10 @@ class OutboundQueueActor:
                     nursery.start_soon(self._dequeue)
                     task_status.started()
                     while True:
-                        message: OutboundMessage | None = None
-                        with trio.move_on_at(self._next_release()):
-                            try:
-                                message = await self._inbox.receive()
-                            except trio.EndOfChannel:
-                                break
+                        try:
+                            message = await self._next_message()
+                        except trio.EndOfChannel:
+                            break
                         if message is None:
                             await self._release_held()
                         else:
@@ -234,6 +232,16 @@ class OutboundQueueActor:
                 stop_listening()
                 if self._connection is not None:
                     self._connection.frames.close()
+
+    async def _next_message(self) -> OutboundMessage | None:
+        """The next message, or None when a held operation's release time came first."""
+        release_at = self._next_release()
+        if release_at == math.inf:
+            # Mostly nothing is held: no cancel scope per message.
+            return await self._inbox.receive()
+        with trio.move_on_at(release_at):
+            return await self._inbox.receive()
+        return None
 
     # ---------------------------------------------------------------- the queue in memory
 
