@@ -18,7 +18,13 @@ reference computes but never feeds; here every input is wired):
 ``DiagnosticsActor`` receives :data:`MetricEvent` values on a bounded channel and updates a
 :class:`DiagnosticsRecorder`; producers use a blocking ``send`` (the actor does constant work
 per event and never awaits I/O, so the wait is short, and no sample is ever dropped: the
-counters are exact).
+counters are exact).  The actor takes events in bursts: after the first event it lets the
+others gather for ``SETTLE`` seconds and then takes everything that is there, so one update
+(whose send, frames and acknowledgment post several events a few hops apart) wakes it about
+once instead of once per event; a query is answered at most ``SETTLE`` later.  After a
+burst that filled a quarter of the mailbox, the actor takes events without the pause for
+``BUSY_HOLD`` seconds (extended while events keep queueing up), so that a fast stream of
+small frames does not wait for the actor's timer on a full mailbox.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from actors import Reply
 
 __all__ = [
     "BANDWIDTH_WINDOW",
+    "BUSY_HOLD",
     "RTT_WINDOW",
+    "SETTLE",
     "BandwidthEstimator",
     "BatchRoundTrip",
     "ConnectAttempted",
@@ -57,6 +65,11 @@ __all__ = [
 RTT_WINDOW: Final = 100
 #: Bandwidth samples kept for the estimate.
 BANDWIDTH_WINDOW: Final = 20
+#: Seconds the actor lets metric events gather after the first one before it takes them
+#: all (a scheduling round per burst, not per event; far below the mailbox's capacity).
+SETTLE: Final = 0.01
+#: Seconds without the settle after a burst that filled a quarter of the mailbox.
+BUSY_HOLD: Final = 0.1
 
 
 class SlidingWindowPercentile:
@@ -301,8 +314,31 @@ class DiagnosticsActor:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with self._events:
             task_status.started()
+            # A quarter of the mailbox (inf: unbounded; 0: unbuffered, never settle).
+            busy = self._events.statistics().max_buffer_size // 4
+            busy_until = math.inf if busy < 1 else -math.inf
             async for event in self._events:
-                if isinstance(event, DiagnosticsQuery):
-                    event.reply.send(self._recorder.snapshot(trio.current_time()))
-                else:
-                    self._recorder.record(event)
+                self._take(event)
+                settled = trio.current_time() >= busy_until
+                if settled:
+                    await trio.sleep(SETTLE)
+                taken = self._take_buffered()
+                if busy >= 1 and (taken >= busy or (taken and not settled)):
+                    busy_until = trio.current_time() + BUSY_HOLD
+
+    def _take_buffered(self) -> int:
+        """Take every event already in the mailbox; how many there were."""
+        taken = 0
+        while True:
+            try:
+                event = self._events.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return taken  # the end of the channel ends the `async for`
+            self._take(event)
+            taken += 1
+
+    def _take(self, event: MetricMessage) -> None:
+        if isinstance(event, DiagnosticsQuery):
+            event.reply.send(self._recorder.snapshot(trio.current_time()))
+        else:
+            self._recorder.record(event)

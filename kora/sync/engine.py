@@ -299,7 +299,10 @@ async def open_sync(
         commands.sender() as restart_notices,
     ):
 
-        def on_store_change(_: object) -> None:
+        def on_local_write(_: object) -> None:
+            # Only local writes enqueue (remote applies, acknowledgments and rejections
+            # leave the queue alone or are posted by who made them), so the queue actor is
+            # woken by the queue listener: an applied delivery does not wake it for nothing.
             changed.set()
             try:
                 wake.send_nowait(QueueChanged())
@@ -376,7 +379,7 @@ async def open_sync(
             metrics=metrics,
             changed=changed,
         )
-        remove_listener = store.add_change_listener(on_store_change)
+        remove_listener = store.add_queue_listener(on_local_write)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(partial(_supervise, supervisor, board))

@@ -41,8 +41,8 @@ Per connection (from :class:`~kora.sync._messages.Attached` to
 The actor keeps the queue in memory: it reads the store's queue when it starts and on every
 new connection (a clock rebase at the handshake may have re-stamped it), and learns of local
 writes from the store's queue listener (``Store.add_queue_listener``), so neither a local
-write nor an acknowledgment costs a read.  Local writes also wake it through a store change
-listener that sets a flag and posts a :class:`~kora.sync._messages.QueueChanged` with
+write nor an acknowledgment costs a read.  Local writes also wake it through the engine's
+queue listener, which sets a flag and posts a :class:`~kora.sync._messages.QueueChanged` with
 ``send_nowait``; when the mailbox is full the post is dropped, which is safe because the flag
 is read after every message.
 """
@@ -106,7 +106,7 @@ RETRY_BACKOFF: Final = ReconnectBackoff()
 
 
 class ChangeFlag:
-    """Set by the store's change listener, taken by the actor (a coalescing wake-up)."""
+    """Set by the engine's queue listener, taken by the actor (a coalescing wake-up)."""
 
     def __init__(self) -> None:
         self.is_set = True  # the queue must be read once at start
@@ -172,7 +172,7 @@ class OutboundQueueActor:
         metrics: The diagnostics mailbox.
         board: The status board (pending count, last synced time).
         emit: Publishes app events.
-        changed: The flag the store change listener sets.
+        changed: The flag the engine's queue listener sets.
     """
 
     def __init__(
@@ -216,12 +216,10 @@ class OutboundQueueActor:
                     nursery.start_soon(self._dequeue)
                     task_status.started()
                     while True:
-                        message: OutboundMessage | None = None
-                        with trio.move_on_at(self._next_release()):
-                            try:
-                                message = await self._inbox.receive()
-                            except trio.EndOfChannel:
-                                break
+                        try:
+                            message = await self._next_message()
+                        except trio.EndOfChannel:
+                            break
                         if message is None:
                             await self._release_held()
                         else:
@@ -234,6 +232,16 @@ class OutboundQueueActor:
                 stop_listening()
                 if self._connection is not None:
                     self._connection.frames.close()
+
+    async def _next_message(self) -> OutboundMessage | None:
+        """The next message, or None when a held operation's release time came first."""
+        release_at = self._next_release()
+        if release_at == math.inf:
+            # Mostly nothing is held: no cancel scope per message.
+            return await self._inbox.receive()
+        with trio.move_on_at(release_at):
+            return await self._inbox.receive()
+        return None
 
     # ---------------------------------------------------------------- the queue in memory
 

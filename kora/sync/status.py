@@ -100,10 +100,13 @@ class StatusBoard:
 
     def pending(self, count: int) -> None:
         """The outbound queue holds ``count`` operations not yet acknowledged."""
-        status = self._snapshot.status
+        snapshot = self._snapshot
+        status = snapshot.status
         if self._connected and self._streaming:
             status = SyncStatus.SYNCED if count == 0 else SyncStatus.SYNCING
-        self._publish(attrs.evolve(self._snapshot, pending_operations=count, status=status))
+        if count == snapshot.pending_operations and status is snapshot.status:
+            return  # refreshed after every message of the queue actor: mostly unchanged
+        self._publish(attrs.evolve(snapshot, pending_operations=count, status=status))
 
     def acknowledged(self, now: float) -> None:
         """The server acknowledged one of our batches."""

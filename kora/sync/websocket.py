@@ -199,7 +199,13 @@ class WebSocketTransport:
             self._messages.clear()
 
     async def _write(self, data: bytes) -> None:
-        async with self._send_lock:
+        # An uncontended lock is taken without the scheduling round of ``async with``:
+        # ``send_all`` is a checkpoint anyway, one round per frame is enough.
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
             if self._torn:
                 raise TransportClosed(self._ended or "WebSocket connection lost")
             self._torn = True  # until send_all returned: a cancellation leaves it torn
@@ -209,6 +215,8 @@ class WebSocketTransport:
                 self._lost()
                 raise TransportClosed(self._ended or "WebSocket connection lost") from None
             self._torn = False
+        finally:
+            self._send_lock.release()
 
     async def _read_bytes(self) -> bytes | None:
         """The next bytes of the stream, None at its end (or when it failed)."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from actors import ask
 from kora.sync.diagnostics import (
+    SETTLE,
     BandwidthEstimator,
     BatchRoundTrip,
     ConnectAttempted,
@@ -113,4 +114,34 @@ async def test_actor_answers_after_counting_everything_sent_before() -> None:
             await send.send(OperationsSent(1))
         snapshot = await ask(send, DiagnosticsQuery, timeout=5)
         assert snapshot.operations_sent == 10
+        send.close()
+
+
+async def test_actor_takes_events_in_bursts_after_a_short_settle(autojump_clock: object) -> None:
+    recorder = DiagnosticsRecorder()
+    send, receive = trio.open_memory_channel[MetricMessage](256)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(DiagnosticsActor(recorder, receive).run)
+        start = trio.current_time()
+        send.send_nowait(OperationsSent(1))
+        await trio.sleep(SETTLE / 2)
+        send.send_nowait(OperationsSent(2))  # in the same burst: no wake-up of its own
+        snapshot = await ask(send, DiagnosticsQuery, timeout=5)
+        assert snapshot.operations_sent == 3
+        assert trio.current_time() - start == pytest.approx(SETTLE)
+        send.close()
+
+
+async def test_a_busy_mailbox_never_waits_for_the_settle(autojump_clock: object) -> None:
+    recorder = DiagnosticsRecorder()
+    send, receive = trio.open_memory_channel[MetricMessage](8)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(DiagnosticsActor(recorder, receive).run)
+        start = trio.current_time()
+        for _ in range(1000):  # the sender waits whenever the mailbox is full
+            await send.send(OperationsSent(1))
+        snapshot = await ask(send, DiagnosticsQuery, timeout=5)
+        assert snapshot.operations_sent == 1000
+        # The first burst settles; the mailbox was full by then, so the next ones do not.
+        assert trio.current_time() - start < 3 * SETTLE
         send.close()
