@@ -730,8 +730,9 @@ class Replica:
     def _merge(
         self, reader: TxReader, tx: TxWrites, current: RecordState | None, op: Operation
     ) -> RecordState:
-        if is_newer(current, op):
-            return apply(current, op)
+        stamp = op.timestamp.serialize()  # once for both: it validates as it serializes
+        if is_newer(current, op, stamp):
+            return apply(current, op, stamp)
         # Out of HLC order: re-fold the record's whole log, this transaction's ops included.
         key = (op.collection, op.record_id)
         stored = reader.load_record_ops(*key)
