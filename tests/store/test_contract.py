@@ -282,6 +282,44 @@ async def test_out_of_order_delivery_gives_the_same_record(opener: Opener) -> No
         assert expected.deleted
 
 
+async def test_runs_of_updates_of_one_record_around_an_older_one_in_one_batch(
+    opener: Opener,
+) -> None:
+    """A batch with runs of newer updates of records (taken in place) broken by an older
+    update (a re-fold) and a delete, on a stored record and a new one: what the fold gives."""
+    async with opener() as a, opener() as b:
+        first = await a.write_local(insert({"n": 0, "t": "a"}, record_id="r"))
+        await b.apply_remote([first])
+        ops = [
+            await a.write_local(
+                LocalMutation.update(
+                    "todos", "r", {"t": f"v{step}"}, atomic={"n": AtomicOp(INC, step)}
+                )
+            )
+            for step in range(1, 7)
+        ]
+        ops.append(await a.write_local(insert({"n": 1}, record_id="s")))
+        ops += [await a.write_local(LocalMutation.update("todos", "s", {"n": n})) for n in (2, 3)]
+        ops.append(await a.write_local(LocalMutation.delete("todos", "s")))
+        order = [*ops[:3], ops[4], ops[3], ops[5], ops[7], ops[6], *ops[8:]]
+        result = await b.apply_remote(order)
+        assert len(result.applied) == len(order)
+        for record_id in ("r", "s"):
+            expected = await a.get("todos", record_id, include_deleted=True)
+            got = await b.get("todos", record_id, include_deleted=True)
+            assert expected is not None
+            assert got is not None
+            assert (got.fields, got.deleted, got.version, dict(got.field_versions)) == (
+                expected.fields,
+                expected.deleted,
+                expected.version,
+                dict(expected.field_versions),
+            )
+        r = await b.get("todos", "r")
+        assert r is not None
+        assert r.fields == {"n": 21, "t": "v6"}
+
+
 async def test_concurrent_increments_converge_on_every_replica(opener: Opener) -> None:
     async with opener() as a, opener() as b, opener() as c:
         base = await a.write_local(insert({"count": 0}, record_id="stock"))
