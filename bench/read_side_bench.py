@@ -28,8 +28,7 @@ from pathlib import Path
 
 import trio
 
-import kora
-from bench.driver.kora_stack import COLLECTION, SCHEMA, Received, open_synced_app
+from bench.driver.kora_stack import COLLECTION, Received, open_synced_app
 from bench.driver.procs import free_port, kora_serve_argv, run_child
 from bench.write_side_bench import PER_TX, _per_thread, _rounded
 
@@ -82,7 +81,8 @@ async def reader_round(
             "--count",
             str(count),
         ]
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        # Popen from the trio thread on purpose (see bench.driver.procs._spawn).
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # noqa: ASYNC220
         try:
             await received.wait_total(1, 60)
             gc.collect()

@@ -25,6 +25,7 @@ from kora.store import (
     RecordExistsError,
     RecordNotFoundError,
     Store,
+    open_sqlite_store,
 )
 
 INC = AtomicOpType.INCREMENT
@@ -439,6 +440,34 @@ async def test_apply_remote_stores_the_watermark_in_the_same_transaction(opener:
             await b.apply_remote(ops, watermark=("view", -1))
         assert await b.delivery_watermark("view") == 15
         assert (await b.apply_remote(ops)).duplicates == 1
+
+
+async def test_a_deferred_watermark_is_set_for_every_later_call(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        op = await a.write_local(insert({"n": 1}, record_id="r"))
+        await b.set_delivery_watermark_soon("view", 3)
+        assert await b.delivery_watermark("view") == 3
+        await b.set_delivery_watermark_soon("view", 4)
+        await b.set_delivery_watermark_soon("other", 2)
+        await b.set_delivery_watermark_soon("view", 5)  # the newest value of a view wins
+        # A later apply's own watermark comes after it (the deferred one is written first).
+        await b.apply_remote([op], watermark=("view", 9))
+        assert await b.delivery_watermark("view") == 9
+        assert await b.delivery_watermark("other") == 2
+        await b.set_delivery_watermark_soon("view", 11)
+        await b.flush_acknowledged()
+        assert await b.delivery_watermark("view") == 11
+        with pytest.raises(ValidationError):
+            await b.set_delivery_watermark_soon("view", -1)
+        assert await b.delivery_watermark("view") == 11
+
+
+async def test_a_deferred_watermark_is_written_at_close(tmp_path: Path) -> None:
+    path = str(tmp_path / "deferred.db")
+    async with open_sqlite_store(path) as store:
+        await store.set_delivery_watermark_soon("view", 8)
+    async with open_sqlite_store(path) as store:
+        assert await store.delivery_watermark("view") == 8
 
 
 async def test_an_unsynced_acknowledgment_dequeues_all_the_same(opener: Opener) -> None:
