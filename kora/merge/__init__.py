@@ -3,7 +3,7 @@
 No I/O here (enforced by import-linter).  See ``kora.merge.fold`` for the rules.
 """
 
-from kora.merge.fold import OutOfOrderError, apply, fold, is_newer
+from kora.merge.fold import OutOfOrderError, RecordDraft, apply, fold, is_newer
 from kora.merge.record_state import RecordState
 
-__all__ = ["OutOfOrderError", "RecordState", "apply", "fold", "is_newer"]
+__all__ = ["OutOfOrderError", "RecordDraft", "RecordState", "apply", "fold", "is_newer"]

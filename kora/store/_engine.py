@@ -55,7 +55,7 @@ from kora.core.hlc import (
 )
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
-from kora.merge import RecordState, apply, fold, is_newer
+from kora.merge import RecordDraft, RecordState, apply, fold, is_newer
 from kora.store._fast_ops import (
     InsertBuilder,
     build_operation,
@@ -571,9 +571,10 @@ class Replica:
         newest_wall = newest_logical = -1
         vv = self.vv
         tx_vv = tx.vv  # only ever above ``vv``: the highest sequence number of the batch
-        fresh = tx.fresh
-        insert = OpType.INSERT
         records = tx.records
+        # Records taking a run of newer operations, in place (see ``RecordDraft``): their
+        # states in ``records`` are stale until the drafts are frozen at the end.
+        drafts: dict[RecordKey, RecordDraft] = {}
         ops_out = tx.ops
         rows = tx.rows
         for op, key in zip(batch, keys, strict=True):
@@ -624,26 +625,23 @@ class Replica:
                 seen.add(op_id)
             if claimed is not None:
                 claimed[(node, seq)] = op_id
-            current = records.get(key) if records else None
-            if current is None:
-                current = tx.current(key) if key in fresh else stored.get(key)
-            data_text = row[7]
-            if current is None and data_text is not None and op.type is insert:
-                # A new record from one insert: its state is implied (``fresh_state``,
-                # which is what ``apply(None, op)`` gives: an insert ignores atomic ops).
-                fresh[key] = len(ops_out)
-            elif current is not None and is_newer(current, op, row[6]):
+            draft = drafts.get(key) if drafts else None
+            if draft is not None and draft.is_older_than(op, row[6]):
                 # The usual update: newer than the record (row[6] is the checked timestamp,
-                # serialized: apply need not serialize it twice more).
-                records[key] = apply(current, op, row[6])
+                # serialized: the merge need not serialize it twice more).
+                draft.apply_newer(op, row[6])
             else:
-                records[key] = self._merge(reader, tx, current, op)
+                if draft is not None:  # out of order: the general path needs the state
+                    records[key] = drafts.pop(key).freeze()
+                self._plan_state(reader, tx, op, key, row, stored, drafts)
             ops_out.append(op)
             rows.append(row)
             if tx.pending_by_record is not None:
                 tx.pending_by_record.setdefault(key, []).append(op)
             if seq > (tx_vv.get(node) or vv.get(node, 0)):
                 tx_vv[node] = seq
+        for key, draft in drafts.items():
+            records[key] = draft.freeze()
         if newest is not None:
             try:
                 clock.receive(newest)
@@ -652,6 +650,33 @@ class Replica:
                 clock.advance_to(newest)
             tx.clock_last = clock.last
         return tx, duplicates, rejected
+
+    def _plan_state(
+        self,
+        reader: TxReader,
+        tx: TxWrites,
+        op: Operation,
+        key: RecordKey,
+        row: OpRow,
+        stored: Mapping[RecordKey, RecordState],
+        drafts: dict[RecordKey, RecordDraft],
+    ) -> None:
+        """Fold ``op`` (row ``row``, not yet in ``tx.ops``) into its record's state, the
+        record having no draft: fresh, a new draft, or the general merge."""
+        records = tx.records
+        current = records.get(key) if records else None
+        if current is None:
+            current = tx.current(key) if key in tx.fresh else stored.get(key)
+        if current is None and row[7] is not None and op.type is OpType.INSERT:
+            # A new record from one insert: its state is implied (``fresh_state``, which is
+            # what ``apply(None, op)`` gives: an insert ignores atomic ops).
+            tx.fresh[key] = len(tx.ops)
+        elif current is not None and is_newer(current, op, row[6]):
+            # Newer than the record: the first of what may be a run of updates.
+            draft = drafts[key] = RecordDraft(current)
+            draft.apply_newer(op, row[6])
+        else:
+            records[key] = self._merge(reader, tx, current, op)
 
     # ------------------------------------------------------------------- clock rebase
 

@@ -360,6 +360,20 @@ class Store(abc.ABC):
         """Persist a view's watermark; at most ``MAX_WATERMARK_VIEWS`` views are kept, the
         least recently set is dropped first."""
 
+    async def set_delivery_watermark_soon(self, view: str, value: int) -> None:
+        """``set_delivery_watermark``, but the store may write it later and not synced to
+        the disk on its own: at the latest at the start of its next call that reads or
+        writes the database (in order before it), or in ``flush_acknowledged`` or
+        ``aclose``.  Every read of the watermark sees it.
+
+        For a watermark that is all a delivery batch brings (the server skipped operations
+        this client does not receive): acknowledging it before it is durable is safe, as a
+        crash or power loss that loses it only makes the next connection start from the
+        older watermark, and what is delivered again is dropped by id (``apply_remote``).
+        A SQLite store then needs no thread hop and no synced commit of its own for it.
+        """
+        await self.set_delivery_watermark(view, value)
+
     # ------------------------------------------------------------------- metadata
 
     @abc.abstractmethod

@@ -412,37 +412,55 @@ class SQLiteStore(Store):
         #: Acknowledged operations to dequeue (unsynced) at the start of the next worker call
         #: (``acknowledge_soon``), as an ordered set.
         self._to_dequeue: dict[str, None] = {}
+        #: Delivery watermarks to set (unsynced) at the start of the next worker call
+        #: (``set_delivery_watermark_soon``): the newest value of each view.
+        self._watermarks_soon: dict[str, int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise ClosedError("the store is closed")
-        if self._to_dequeue:
-            fn = self._dequeue_first(fn)
+        if self._to_dequeue or self._watermarks_soon:
+            fn = self._deferred_first(fn)
         return await trio.to_thread.run_sync(
             fn, self._conn, limiter=self._limiter, thread_name="kora-store"
         )
 
-    def _dequeue_first(
+    def _deferred_first(
         self, fn: Callable[[sqlite3.Connection], T]
     ) -> Callable[[sqlite3.Connection], T]:
-        """``fn`` preceded, in the same worker call, by the dequeue ``acknowledge_soon``
-        deferred (its own unsynced transaction, so ``fn`` sees the queue without them).
+        """``fn`` preceded, in the same worker call, by the writes deferred by
+        ``acknowledge_soon`` and ``set_delivery_watermark_soon`` (one unsynced transaction
+        of their own, so ``fn`` sees the queue and the watermarks with them).
 
         Taken now, before the call waits for the store's limiter: the limiter is first in,
         first out, so no later call can run before this one."""
         ids = list(self._to_dequeue)
         self._to_dequeue.clear()
+        watermarks = list(self._watermarks_soon.items())
+        self._watermarks_soon.clear()
         synchronous = self._synchronous
+
+        def deferred(conn: sqlite3.Connection) -> None:
+            _dequeue(conn, ids)
+            for view, value in watermarks:
+                _set_watermark(conn, view, value)
 
         def work(conn: sqlite3.Connection) -> T:
             try:
-                _dequeue_unsynced(conn, ids, synchronous)
+                _unsynced(conn, deferred, synchronous)
             except StoreFailedError as exc:
                 # They stay queued: sent again on the next connection, the server drops
-                # the duplicates by id.  The caller's own work must not fail for it.
-                _log.warning("deferred dequeue of %d operations failed: %s", len(ids), exc)
+                # the duplicates by id; a lost watermark only makes the next connection
+                # deliver again what the store drops by id.  The caller's own work must not
+                # fail for it.
+                _log.warning(
+                    "deferred dequeue of %d operations and %d watermarks failed: %s",
+                    len(ids),
+                    len(watermarks),
+                    exc,
+                )
             return fn(conn)
 
         return work
@@ -701,7 +719,7 @@ class SQLiteStore(Store):
         await trio.lowlevel.checkpoint()
 
     async def flush_acknowledged(self) -> None:
-        if self._to_dequeue:
+        if self._to_dequeue or self._watermarks_soon:
             await self._run(lambda _: None)
         else:
             await trio.lowlevel.checkpoint()
@@ -766,6 +784,15 @@ class SQLiteStore(Store):
         check_watermark(value)
         await self._transaction(lambda conn: _set_watermark(conn, view, value))
 
+    async def set_delivery_watermark_soon(self, view: str, value: int) -> None:
+        # No thread hop of its own: the next worker call writes it first (see the base).
+        if self._closed:
+            raise ClosedError("the store is closed")
+        check_watermark(value)
+        self._watermarks_soon.pop(view, None)  # newest last: set in the order they came
+        self._watermarks_soon[view] = value
+        await trio.lowlevel.checkpoint()
+
     # ----------------------------------------------------------------- metadata
 
     async def get_meta(self, key: str) -> str | None:
@@ -808,7 +835,7 @@ class SQLiteStore(Store):
         def close(conn: sqlite3.Connection) -> None:
             conn.close()
 
-        job = self._dequeue_first(close) if self._to_dequeue else close
+        job = self._deferred_first(close) if self._to_dequeue or self._watermarks_soon else close
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             await trio.to_thread.run_sync(
                 job, self._conn, limiter=self._limiter, thread_name="kora-store"
@@ -827,13 +854,20 @@ def _dequeue(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
 
 def _dequeue_unsynced(conn: sqlite3.Connection, ids: Sequence[str], synchronous: str) -> int:
     """``_dequeue`` in its own transaction, not synced to the disk."""
+    return _unsynced(conn, lambda c: _dequeue(c, ids), synchronous)
+
+
+def _unsynced(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], synchronous: str
+) -> T:
+    """``fn`` in its own transaction, not synced to the disk."""
     if synchronous == "NORMAL":
-        return _in_transaction(conn, lambda c: _dequeue(c, ids))
+        return _in_transaction(conn, fn)
     # In WAL mode a NORMAL commit is not synced; the next FULL commit syncs the WAL file,
     # this commit's frames with it.
     conn.execute("PRAGMA synchronous = NORMAL")
     try:
-        return _in_transaction(conn, lambda c: _dequeue(c, ids))
+        return _in_transaction(conn, fn)
     finally:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
 

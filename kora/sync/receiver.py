@@ -4,7 +4,8 @@ For each frame it asks the connection's protocol session what to do and does it:
 
 * delivery and legacy batches are applied to the store, then acknowledged by the session's
   watermark rules (spec 4.4).  The watermark a batch earns is written in the transaction that
-  applies it.  Batches that are already waiting when one is applied (a catch-up, a burst)
+  applies it; a group with no operations at all (the server skipped what we do not receive)
+  only leaves its watermark for the store's next transaction (see ``_skip``).  Batches that are already waiting when one is applied (a catch-up, a burst)
   are applied together, up to ``MAX_GROUP_OPERATIONS`` operations in one transaction, and
   acknowledged, all of them, only once it committed.  When a group fails to apply, nothing
   of it is acknowledged and the connection is ended, so the next one resumes from the
@@ -316,6 +317,9 @@ class ReceiverActor:
             size += len(following.batch.operations)
         operations = [op for batch in group for op in batch.operations]
         self._board.exchange_started()
+        if not operations:
+            await self._skip(watermark)
+            return held
         window = self._window = _CommitWindow()
         began = partial(trio.lowlevel.current_trio_token().run_sync_soon, self._commit_began.set)
         try:
@@ -355,6 +359,17 @@ class ReceiverActor:
             # the group is acknowledged and the next connection is sent it again.
             raise ConnectionEnded("received operations refused for now; they will be resent")
         return held
+
+    async def _skip(self, watermark: int | None) -> None:
+        """A group without operations: the server skipped operations we do not receive
+        (our own, out of scope) and only moves the watermark.  Nothing is applied, so
+        nothing needs to be durable before the acknowledgment: the store writes the
+        watermark with its next transaction, unsynced (``set_delivery_watermark_soon``;
+        losing it only makes the next connection deliver again what the store drops by
+        id).  That saves a thread hop and a synced commit per such batch, and a writing
+        client gets one every few hundred of its own operations."""
+        if watermark is not None:
+            await self._store.set_delivery_watermark_soon(self._view, watermark)
 
     def _take_arrived(self, session: ClientSession, held: list[Action]) -> None:
         """Hand the frames that already arrived to the session (their batches queue behind

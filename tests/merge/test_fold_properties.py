@@ -11,7 +11,7 @@ from merge_helpers import make_op
 from kora.core.atomic import apply_atomic_op
 from kora.core.json_types import JsonValue
 from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
-from kora.merge import RecordState, apply, fold, is_newer
+from kora.merge import RecordDraft, RecordState, apply, fold, is_newer
 
 PROPERTY = settings(max_examples=500, deadline=None)
 
@@ -71,6 +71,54 @@ def test_any_delivery_order_gives_the_same_state(ops: list[Operation], data: Any
     order = data.draw(st.permutations(ops))
     assert fold(order) == fold(ops)
     assert deliver(order) == fold(ops)
+
+
+def deliver_drafted(order: list[Operation]) -> RecordState | None:
+    """``deliver`` as a store's remote planner does it: each run of newer operations goes
+    into one ``RecordDraft``, frozen before a re-fold and at the end."""
+    log: dict[str, Operation] = {}
+    state: RecordState | None = None
+    draft: RecordDraft | None = None
+    for op in order:
+        if op.id in log:
+            continue
+        log[op.id] = op
+        stamp = op.timestamp.serialize()
+        if draft is not None and draft.is_older_than(op, stamp):
+            draft.apply_newer(op, stamp)
+            continue
+        if draft is not None:
+            state, draft = draft.freeze(), None
+        if state is not None and is_newer(state, op):
+            draft = RecordDraft(state)
+            draft.apply_newer(op, stamp)
+        else:
+            state = apply(state, op) if state is None else fold(log.values())
+    return state if draft is None else draft.freeze()
+
+
+@PROPERTY
+@given(ops=record_ops(), data=st.data())
+def test_a_draft_gives_what_apply_gives(ops: list[Operation], data: Any) -> None:
+    order = data.draw(st.permutations(ops))
+    assert deliver_drafted(order) == deliver(order) == fold(ops)
+
+
+@PROPERTY
+@given(ops=record_ops(), data=st.data())
+def test_a_draft_leaves_the_state_it_started_from_unchanged(
+    ops: list[Operation], data: Any
+) -> None:
+    ordered = sorted(ops, key=lambda op: (op.timestamp.sort_key(), op.id))
+    split = data.draw(st.integers(1, len(ordered)))
+    state = fold(ordered[:split])
+    assert state is not None
+    before = fold(ordered[:split])
+    draft = RecordDraft(state)
+    for op in ordered[split:]:
+        draft.apply_newer(op, op.timestamp.serialize())
+    assert state == before
+    assert draft.freeze() == fold(ordered)
 
 
 @PROPERTY

@@ -25,6 +25,7 @@ from kora.store import (
     RecordExistsError,
     RecordNotFoundError,
     Store,
+    open_sqlite_store,
 )
 
 INC = AtomicOpType.INCREMENT
@@ -282,6 +283,44 @@ async def test_out_of_order_delivery_gives_the_same_record(opener: Opener) -> No
         assert expected.deleted
 
 
+async def test_runs_of_updates_of_one_record_around_an_older_one_in_one_batch(
+    opener: Opener,
+) -> None:
+    """A batch with runs of newer updates of records (taken in place) broken by an older
+    update (a re-fold) and a delete, on a stored record and a new one: what the fold gives."""
+    async with opener() as a, opener() as b:
+        first = await a.write_local(insert({"n": 0, "t": "a"}, record_id="r"))
+        await b.apply_remote([first])
+        ops = [
+            await a.write_local(
+                LocalMutation.update(
+                    "todos", "r", {"t": f"v{step}"}, atomic={"n": AtomicOp(INC, step)}
+                )
+            )
+            for step in range(1, 7)
+        ]
+        ops.append(await a.write_local(insert({"n": 1}, record_id="s")))
+        ops += [await a.write_local(LocalMutation.update("todos", "s", {"n": n})) for n in (2, 3)]
+        ops.append(await a.write_local(LocalMutation.delete("todos", "s")))
+        order = [*ops[:3], ops[4], ops[3], ops[5], ops[7], ops[6], *ops[8:]]
+        result = await b.apply_remote(order)
+        assert len(result.applied) == len(order)
+        for record_id in ("r", "s"):
+            expected = await a.get("todos", record_id, include_deleted=True)
+            got = await b.get("todos", record_id, include_deleted=True)
+            assert expected is not None
+            assert got is not None
+            assert (got.fields, got.deleted, got.version, dict(got.field_versions)) == (
+                expected.fields,
+                expected.deleted,
+                expected.version,
+                dict(expected.field_versions),
+            )
+        r = await b.get("todos", "r")
+        assert r is not None
+        assert r.fields == {"n": 21, "t": "v6"}
+
+
 async def test_concurrent_increments_converge_on_every_replica(opener: Opener) -> None:
     async with opener() as a, opener() as b, opener() as c:
         base = await a.write_local(insert({"count": 0}, record_id="stock"))
@@ -401,6 +440,34 @@ async def test_apply_remote_stores_the_watermark_in_the_same_transaction(opener:
             await b.apply_remote(ops, watermark=("view", -1))
         assert await b.delivery_watermark("view") == 15
         assert (await b.apply_remote(ops)).duplicates == 1
+
+
+async def test_a_deferred_watermark_is_set_for_every_later_call(opener: Opener) -> None:
+    async with opener() as a, opener() as b:
+        op = await a.write_local(insert({"n": 1}, record_id="r"))
+        await b.set_delivery_watermark_soon("view", 3)
+        assert await b.delivery_watermark("view") == 3
+        await b.set_delivery_watermark_soon("view", 4)
+        await b.set_delivery_watermark_soon("other", 2)
+        await b.set_delivery_watermark_soon("view", 5)  # the newest value of a view wins
+        # A later apply's own watermark comes after it (the deferred one is written first).
+        await b.apply_remote([op], watermark=("view", 9))
+        assert await b.delivery_watermark("view") == 9
+        assert await b.delivery_watermark("other") == 2
+        await b.set_delivery_watermark_soon("view", 11)
+        await b.flush_acknowledged()
+        assert await b.delivery_watermark("view") == 11
+        with pytest.raises(ValidationError):
+            await b.set_delivery_watermark_soon("view", -1)
+        assert await b.delivery_watermark("view") == 11
+
+
+async def test_a_deferred_watermark_is_written_at_close(tmp_path: Path) -> None:
+    path = str(tmp_path / "deferred.db")
+    async with open_sqlite_store(path) as store:
+        await store.set_delivery_watermark_soon("view", 8)
+    async with open_sqlite_store(path) as store:
+        assert await store.delivery_watermark("view") == 8
 
 
 async def test_an_unsynced_acknowledgment_dequeues_all_the_same(opener: Opener) -> None:

@@ -465,6 +465,44 @@ async def test_receiver_applies_waiting_batches_in_one_transaction() -> None:
         assert [len(p["operations"]) for n, p in rig.events if n == "sync:received"] == [3]  # type: ignore[arg-type]
 
 
+async def test_receiver_acknowledges_a_batch_without_operations_without_a_commit(
+    tmp_path: Any,
+) -> None:
+    """An empty delivery batch only moves the watermark: acknowledged at once, the watermark
+    written with the store's next call (unsynced), not by a transaction of its own."""
+    path = str(tmp_path / "b.db")
+    async with open_store(None) as other, open_store(path) as store:
+        op = await other.write_local(
+            LocalMutation(type=OpType.INSERT, collection="todos", data={"n": 1})
+        )
+        rig = ReceiverRig(store)
+        calls: list[int] = []
+        apply_remote = store.apply_remote
+
+        async def counting(operations: Any, **kwargs: Any) -> object:
+            batch = list(operations)
+            calls.append(len(batch))
+            return await apply_remote(batch, **kwargs)
+
+        store.apply_remote = counting  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.actor.run)
+            await rig.in_send.send(delivery("d1", (op,), 0, 1))
+            first = CODEC.decode(await rig.out_receive.receive())
+            await rig.in_send.send(delivery("d2", (), 1, 7))
+            second = CODEC.decode(await rig.out_receive.receive())
+            nursery.cancel_scope.cancel()
+        assert [(a.acknowledged_message_id, a.delivery_sequence) for a in (first, second)] == [  # type: ignore[union-attr]
+            ("d1", 1),
+            ("d2", 7),
+        ]
+        assert calls == [1]
+        assert [name for name, _ in rig.events] == ["sync:received"]
+        assert await store.delivery_watermark("") == 7  # a read writes it first
+    async with open_store(path) as reopened:
+        assert await reopened.delivery_watermark("") == 7
+
+
 async def test_receiver_decodes_what_arrives_while_a_group_commits() -> None:
     async with open_store(None) as other, open_store(":memory:") as store:
         ops = [
