@@ -52,6 +52,7 @@ from kora.server.stores._codec import (
     record_from_row,
 )
 from kora.server.stores._signal import CommitSignal
+from kora.server.stores._worker import SerialWorker
 from kora.server.stores.base import (
     Admit,
     AppendResult,
@@ -174,7 +175,7 @@ class SqliteServerStore(ServerStore):
         self._requested_node_id = node_id
         self._node_id: str | None = None
         self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        self._worker = SerialWorker()
         self._signal = CommitSignal()
         self._opening = False
         self._closed = False
@@ -194,7 +195,7 @@ class SqliteServerStore(ServerStore):
 
     def queue_depth(self) -> int:
         """How many jobs wait for the connection (for diagnostics)."""
-        return self._limiter.statistics().tasks_waiting
+        return self._worker.waiting()
 
     async def open(self) -> None:
         if self._closed:
@@ -223,11 +224,11 @@ class SqliteServerStore(ServerStore):
         if conn is not None:
             # Shielded so that the close runs at all when our caller is being cancelled.
             with trio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True):
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                await self._worker.run(conn.close)
 
     async def _run_unopened(self, job: Callable[[], T]) -> T:
         try:
-            return await trio.to_thread.run_sync(job, limiter=self._limiter)
+            return await self._worker.run(job)
         except sqlite3.Error as exc:
             if self._closed:
                 raise ClosedError("the server store is closed") from exc
