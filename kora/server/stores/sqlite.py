@@ -1,8 +1,9 @@
 """``SqliteServerStore``: the embedded default store of ``kora serve``.
 
-One ``sqlite3`` connection is used from trio's worker threads, one job at a time behind this
-store's own ``CapacityLimiter(1)`` (style anchors 4.1, pattern A).  Each job is one synchronous
-function; a write is one ``BEGIN IMMEDIATE ... COMMIT``.
+One ``sqlite3`` connection is used from trio's worker threads, one job at a time in arrival
+order (this store's own ``SerialWorker``: style anchors 4.1, pattern A, without
+``to_thread.run_sync``'s per-call overhead).  Each job is one synchronous function; a write
+is one ``BEGIN IMMEDIATE ... COMMIT``.
 
 Group commit: batches that arrive while a commit is running wait in a queue, and the next
 write takes all of them into one transaction, planned one after the other exactly as separate
