@@ -217,6 +217,7 @@ class Hub:
         committed: Iterable[DeliveredOperation] = (),
         *,
         sizes: Mapping[str, int] | None = None,
+        skip: Subscription | None = None,
     ) -> int:
         """Tell every subscriber that operations up to this sequence may be new.
 
@@ -226,6 +227,8 @@ class Hub:
             committed: The operations this process just committed, for the window.  Without
                 them, everything up to ``max_delivery_sequence`` is read from the store.
             sizes: ``operation_size`` of ``committed`` by id, when the caller has it.
+            skip: A subscriber not to wake: the publishing session, which reads on itself
+                once it is done with the batch (its wake-up would only wait for its lock).
 
         Returns:
             How many subscribers were woken (0 when this sequence was published before).
@@ -242,10 +245,12 @@ class Hub:
         self.max_delivery_sequence = max(self.max_delivery_sequence, max_delivery_sequence)
         if not news:
             return 0  # every subscriber was woken for this sequence already
-        subscriptions = list(self._subscriptions)
-        for subscription in subscriptions:
-            subscription.notify()
-        return len(subscriptions)
+        woken = 0
+        for subscription in list(self._subscriptions):
+            if subscription is not skip:
+                subscription.notify()
+                woken += 1
+        return woken
 
     def read_recent(self, after: int, limit: int) -> list[DeliveredOperation] | None:
         """``ServerStore.operations_after_delivery`` from memory, or ``None`` to read the store.

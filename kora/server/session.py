@@ -247,6 +247,8 @@ class SyncSession:
         self._rate_key = ""
         self._own_run = OwnRun()
         self._token = ""
+        #: This session's hub subscription (while it runs), skipped by its own publications.
+        self._subscription: Subscription | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -257,6 +259,7 @@ class SyncSession:
         metrics.sessions_opened.inc(1, self._transport.name)
         try:
             with self._ctx.hub.subscribe() as subscription:
+                self._subscription = subscription
                 try:
                     await self._handshake_phase()
                     async with trio.open_nursery() as nursery:
@@ -717,10 +720,12 @@ class SyncSession:
                 sizes[op.id] = size
             else:
                 refusals.append(_Refusal(index, op, *problem))
+        published = False
         if candidates:
             appended, woken = await self._append(candidates, texts, sizes)
             refusals += appended
-            if woken > 1:
+            published = woken >= 0
+            if woken > 0:
                 # Relay first: the other sessions just woken reach their sends within two
                 # scheduler rounds (the wake-up, hypercorn's send lock), so this session
                 # steps aside for as long before sending its client's acknowledgment.
@@ -733,13 +738,18 @@ class SyncSession:
                 )
             )
         await self._act(self._protocol.batch_processed(batch.message_id))
+        if published:
+            # The publication did not wake this session's pusher (it would only have waited
+            # for the lock we hold): read on here, as it would have right after us.
+            await self._push_delivery(exclude_node=self.client_node, finalize=False)
 
     async def _append(
         self, candidates: list[tuple[int, Operation]], texts: list[str], sizes: dict[str, int]
     ) -> tuple[list[_Refusal], int]:
         """Append the operations that passed the checks in one transaction; the refusals,
-        and how many sessions the commit woke (this one included).  ``texts``: each
-        candidate's ``operation_text``, kept for the relay of those applied."""
+        and how many other sessions the commit woke (``-1``: nothing applied, nothing
+        published).  ``texts``: each candidate's ``operation_text``, kept for the relay of
+        those applied."""
         ctx = self._ctx
         scopes = self.scopes
 
@@ -785,9 +795,14 @@ class SyncSession:
                     )
                 )
         ctx.metrics.operations_applied.inc(applied)
-        woken = 0
+        woken = -1
         if applied:
-            woken = ctx.hub.publish(result.max_delivery_sequence, result.applied, sizes=sizes)
+            woken = ctx.hub.publish(
+                result.max_delivery_sequence,
+                result.applied,
+                sizes=sizes,
+                skip=self._subscription,
+            )
         return refusals, woken
 
     def _check_operation(self, op: Operation, size: int, now_ms: int) -> tuple[str, str] | None:

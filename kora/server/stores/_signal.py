@@ -40,11 +40,19 @@ class CommitSignal:
         changed.set()
 
     async def wait_above(self, after: int) -> int:
-        """Return the known maximum once it is above ``after``."""
+        """Return the known maximum once it is above ``after``.
+
+        Always a checkpoint, and only one: the wait for an advance is the scheduling round,
+        so a woken waiter returns at once (one task step per commit, not two).
+        """
+        if self._closed:
+            raise ClosedError("the server store is closed")
+        if self._known > after:
+            await trio.lowlevel.checkpoint()
+            return self._known
         while True:
+            await self._changed.wait()
             if self._closed:
                 raise ClosedError("the server store is closed")
             if self._known > after:
-                await trio.lowlevel.checkpoint()
                 return self._known
-            await self._changed.wait()

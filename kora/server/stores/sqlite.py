@@ -1,8 +1,9 @@
 """``SqliteServerStore``: the embedded default store of ``kora serve``.
 
-One ``sqlite3`` connection is used from trio's worker threads, one job at a time behind this
-store's own ``CapacityLimiter(1)`` (style anchors 4.1, pattern A).  Each job is one synchronous
-function; a write is one ``BEGIN IMMEDIATE ... COMMIT``.
+One ``sqlite3`` connection is used from trio's worker threads, one job at a time in arrival
+order (this store's own ``SerialWorker``: style anchors 4.1, pattern A, without
+``to_thread.run_sync``'s per-call overhead).  Each job is one synchronous function; a write
+is one ``BEGIN IMMEDIATE ... COMMIT``.
 
 Group commit: batches that arrive while a commit is running wait in a queue, and the next
 write takes all of them into one transaction, planned one after the other exactly as separate
@@ -52,6 +53,7 @@ from kora.server.stores._codec import (
     record_from_row,
 )
 from kora.server.stores._signal import CommitSignal
+from kora.server.stores._worker import SerialWorker
 from kora.server.stores.base import (
     Admit,
     AppendResult,
@@ -174,7 +176,7 @@ class SqliteServerStore(ServerStore):
         self._requested_node_id = node_id
         self._node_id: str | None = None
         self._conn: sqlite3.Connection | None = None
-        self._limiter = trio.CapacityLimiter(1)
+        self._worker = SerialWorker()
         self._signal = CommitSignal()
         self._opening = False
         self._closed = False
@@ -194,7 +196,7 @@ class SqliteServerStore(ServerStore):
 
     def queue_depth(self) -> int:
         """How many jobs wait for the connection (for diagnostics)."""
-        return self._limiter.statistics().tasks_waiting
+        return self._worker.waiting()
 
     async def open(self) -> None:
         if self._closed:
@@ -223,11 +225,11 @@ class SqliteServerStore(ServerStore):
         if conn is not None:
             # Shielded so that the close runs at all when our caller is being cancelled.
             with trio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True):
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                await self._worker.run(conn.close)
 
     async def _run_unopened(self, job: Callable[[], T]) -> T:
         try:
-            return await trio.to_thread.run_sync(job, limiter=self._limiter)
+            return await self._worker.run(job)
         except sqlite3.Error as exc:
             if self._closed:
                 raise ClosedError("the server store is closed") from exc
