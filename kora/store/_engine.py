@@ -494,14 +494,14 @@ class Replica:
                         node, collection, schema_version, transaction_id
                     )
                 old = current.fields
-                previous = {name: old[name] for name in data if name in old}
+                before = {name: old[name] for name in data if name in old}
                 op = updater.build(
-                    record_id, data, previous, timestamp, stamp, seq, deps, mutation.mutation_name
+                    record_id, data, before, timestamp, stamp, seq, deps, mutation.mutation_name
                 )
                 merged = _merge_plain_update(current, op, data, stamp)
                 records[key] = self._merge(reader, tx, current, op) if merged is None else merged
                 row = (op.id, node, seq, "update", collection, record_id, stamp, updater.text,
-                       dumps(previous), None, _deps_json(deps), schema_version, transaction_id,
+                       dumps(before), None, _deps_json(deps), schema_version, transaction_id,
                        op.mutation_name)  # fmt: skip
             else:
                 op, data_text, previous = self._build_local(
