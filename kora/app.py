@@ -35,7 +35,7 @@ import types
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, cast
 
 import attrs
 import trio
@@ -44,7 +44,7 @@ from kora.core.atomic import is_json_number
 from kora.core.errors import ClosedError, LocalError, ValidationError
 from kora.core.ids import uuid7
 from kora.core.json_types import JsonValue
-from kora.core.operation import AtomicOp, AtomicOpType, Operation
+from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.core.schema import Collection as SchemaCollection
 from kora.core.schema import Schema
 from kora.store import (
@@ -734,6 +734,12 @@ class _MutationBuilder:
     def update(self, record_id: str, changes: Mapping[str, object]) -> LocalMutation:
         _check_record_id(record_id)
         validated = self._schema.validate_update(self._name, changes)
+        for value in validated.values():
+            if isinstance(value, AtomicOp):
+                break
+        else:  # no atomic op, the usual update: the validated dict (a new one) is the data
+            data = cast("dict[str, JsonValue]", validated)
+            return LocalMutation(OpType.UPDATE, self._name, record_id, data)
         plain: dict[str, JsonValue] = {}
         atomic: dict[str, AtomicOp] = {}
         for field, value in validated.items():
@@ -935,7 +941,7 @@ class Collection:
 # ------------------------------------------------------------------------------ transactions
 
 #: A staged write that finds its record's existence in memory yields to other tasks once per
-#: this many staged writes (always a cancellation point; see Transaction._staging_checkpoint).
+#: this many staged writes (always a cancellation point; see Transaction._stage).
 STAGED_PER_SCHEDULE_POINT: Final = 32
 
 
@@ -1075,32 +1081,27 @@ class Transaction:
         self.app._check_open()
         assert mutation.record_id is not None
         key = (mutation.collection, mutation.record_id)
-        if must_exist:
-            exists = self._exists.get(key)
-            if exists is None:
-                exists = await self.app._store.get(*key) is not None
-            else:
-                await self._staging_checkpoint()
-            if not exists:
-                raise RecordNotFoundError(
-                    f"cannot {mutation.type} {key[0]}/{key[1]}: not found "
-                    "(nothing of the transaction was written)"
-                )
-        else:
-            await self._staging_checkpoint()
-        # Staged only after every check passed (and after the last checkpoint).
-        self._staged.append(mutation)
-        self._exists[key] = exists_after
-
-    async def _staging_checkpoint(self) -> None:
-        # Staging touches memory only.  Every staged write is a cancellation point, but a
+        # Every staged write is a cancellation point: the store's read when the record's
+        # existence is not known yet, else a checkpoint.  Staging touches memory only, and a
         # full scheduling round (several microseconds of trio's run loop and an epoll call)
-        # per write was a tenth of a small write's cost; other tasks still get the loop at
-        # least every STAGED_PER_SCHEDULE_POINT writes, and at the commit.
-        if len(self._staged) % STAGED_PER_SCHEDULE_POINT:
+        # per write was a tenth of a small write's cost: other tasks still get the loop at
+        # least every STAGED_PER_SCHEDULE_POINT writes, and at the commit.  (Inline: an
+        # awaited helper cost a coroutine per write.)
+        exists = self._exists.get(key) if must_exist else True
+        if exists is None:
+            exists = await self.app._store.get(*key) is not None
+        elif len(self._staged) % STAGED_PER_SCHEDULE_POINT:
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
             await trio.lowlevel.checkpoint()
+        if not exists:
+            raise RecordNotFoundError(
+                f"cannot {mutation.type} {key[0]}/{key[1]}: not found "
+                "(nothing of the transaction was written)"
+            )
+        # Staged only after every check passed (and after the last checkpoint).
+        self._staged.append(mutation)
+        self._exists[key] = exists_after
 
     async def _commit(self) -> None:
         mutations, self._staged = self._staged, []

@@ -271,17 +271,12 @@ def _merge_plain_update(
     None when ``op`` is not newer than ``current`` (the caller re-folds)."""
     if op.id == current.last_op_id or not is_newer(current, op, stamp):
         return None
-    fields = dict(current.fields)
-    fields.update(data)
-    versions = dict(current.field_versions)
-    versions.update(dict.fromkeys(data, stamp))
-    atomic = current.field_atomic
+    atomic = current.field_atomic  # a state's mappings are never changed: shared as it is
     if atomic and not atomic.keys().isdisjoint(data):
         atomic = {name: kind for name, kind in atomic.items() if name not in data}
-    else:
-        atomic = dict(atomic)
     return _new_state(
-        current.collection, current.record_id, fields, versions, atomic, False, stamp,
+        current.collection, current.record_id, {**current.fields, **data},
+        {**current.field_versions, **dict.fromkeys(data, stamp)}, atomic, False, stamp,
         current.created_version, op.id,
     )  # fmt: skip
 
