@@ -269,3 +269,14 @@ async def test_change_feed_close_releases_waiters() -> None:
         feed.close()
     assert result == [False]
     assert feed.closed
+
+
+def test_events_of_a_batch_reach_their_listeners_or_are_only_counted() -> None:
+    bus = EventBus()
+    bus._emit_each("operation:created", "operation", ["a", "b"])
+    assert bus.statistics().published == 2
+    seen: list[object] = []
+    bus.on("operation:*", lambda e: seen.append(e.payload["operation"]))
+    bus._emit_each("operation:created", "operation", ["c", "d"])
+    assert seen == ["c", "d"]
+    assert bus.statistics().published == 4
