@@ -412,6 +412,11 @@ class SQLiteStore(Store):
         #: Acknowledged operations to dequeue (unsynced) at the start of the next worker call
         #: (``acknowledge_soon``), as an ordered set.
         self._to_dequeue: dict[str, None] = {}
+        #: Op log rowid of the operations this store queued since it opened, by id, so an
+        #: acknowledgment dequeues by rowid rather than through the id index (an op log row
+        #: keeps its rowid; a clock rebase renames ids in place and moves them here too).
+        #: Any id missing is dequeued through the index.  Touched by worker calls only.
+        self._queued_rowids: dict[str, int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -438,7 +443,7 @@ class SQLiteStore(Store):
 
         def work(conn: sqlite3.Connection) -> T:
             try:
-                _dequeue_unsynced(conn, ids, synchronous)
+                _dequeue_unsynced(conn, ids, synchronous, self._queued_rowids)
             except StoreFailedError as exc:
                 # They stay queued: sent again on the next connection, the server drops
                 # the duplicates by id.  The caller's own work must not fail for it.
@@ -458,12 +463,14 @@ class SQLiteStore(Store):
         *,
         after: Callable[[sqlite3.Connection], object] | None = None,
         before_commit: Callable[[], object] | None = None,
+        committed: Callable[[T], object] | None = None,
     ) -> T:
         """Plan, write and commit in the worker; publish to the replica before releasing it.
 
         The replica's in-memory copies (version vector, last local ops) must move before the
         next queued transaction plans, so the publish happens in the same worker call.
-        ``after`` writes more rows (or reads) in the same transaction, after the planned ones.
+        ``after`` writes more rows (or reads) in the same transaction, after the planned ones;
+        ``committed(planned)`` runs in the worker right after the commit.
         """
 
         def work(conn: sqlite3.Connection) -> T:
@@ -478,6 +485,8 @@ class SQLiteStore(Store):
 
             planned = _in_transaction(conn, body)
             self._replica.committed(tx_of(planned))
+            if committed is not None:
+                committed(planned)
             return planned
 
         return await self._run(work)
@@ -497,8 +506,23 @@ class SQLiteStore(Store):
         self, mutations: Sequence[LocalMutation], *, transaction_id: str | None = None
     ) -> list[Operation]:
         batch = list(mutations)
+        last_rowid: list[int | None] = [None]
+
+        def read_last_rowid(conn: sqlite3.Connection) -> None:
+            last_rowid[0] = conn.execute("SELECT max(rowid) FROM ops").fetchone()[0]
+
+        def remember_rowids(tx: TxWrites) -> None:
+            # The transaction's operations are the newest rows, in order (we held the lock).
+            if tx.ops and last_rowid[0] is not None:
+                first = last_rowid[0] - len(tx.ops) + 1
+                ids = (op.id for op in tx.ops)
+                self._queued_rowids.update(zip(ids, range(first, first + len(tx.ops)), strict=True))
+
         tx = await self._write_transaction(
-            lambda reader: self._replica.plan_local(reader, batch, transaction_id), lambda t: t
+            lambda reader: self._replica.plan_local(reader, batch, transaction_id),
+            lambda t: t,
+            after=read_last_rowid,
+            committed=remember_rowids,
         )
         self._notify(tx.changes())
         self._notify_queued(tx.ops)
@@ -687,10 +711,11 @@ class SQLiteStore(Store):
         ids = list(dict.fromkeys(op_ids))
         if not ids:
             return 0
+        rowids = self._queued_rowids
         if power_safe:
-            return await self._transaction(lambda conn: _dequeue(conn, ids))
+            return await self._transaction(lambda conn: _dequeue(conn, ids, rowids))
         synchronous = self._synchronous
-        return await self._run(lambda conn: _dequeue_unsynced(conn, ids, synchronous))
+        return await self._run(lambda conn: _dequeue_unsynced(conn, ids, synchronous, rowids))
 
     async def acknowledge_soon(self, op_ids: Iterable[str]) -> None:
         # No thread hop of its own: the next worker call (the next local write, a read of
@@ -717,6 +742,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if found is None:
                 return None
+            self._queued_rowids.pop(op_id, None)
             conn.execute("DELETE FROM outbound WHERE op_rowid = ?", found)
             conn.execute(
                 "INSERT OR REPLACE INTO rejected (op_id, code, message, retriable, rejected_at) "
@@ -747,6 +773,11 @@ class SQLiteStore(Store):
 
             writes = _in_transaction(conn, body)
             self._replica.committed_rebase(writes)
+            rowids = self._queued_rowids
+            for old_id, op, _ in writes.replaced:  # same rows, new ids
+                rowid = rowids.pop(old_id, None)
+                if rowid is not None:
+                    rowids[op.id] = rowid
             return writes
 
         writes = await self._run(work)
@@ -815,25 +846,47 @@ class SQLiteStore(Store):
             )
 
 
-def _dequeue(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
-    """Remove acknowledged operations from the queue (inside the caller's transaction)."""
+def _dequeue(
+    conn: sqlite3.Connection, ids: Sequence[str], rowids: dict[str, int] | None = None
+) -> int:
+    """Remove acknowledged operations from the queue (inside the caller's transaction).
+
+    ``rowids``: the op log rowids of queued operations by id, where known (taken out of it:
+    if this transaction fails, those ids are dequeued through the id index next time).
+    """
     before = conn.total_changes
-    conn.executemany(
-        f"DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE {_OP_BY_ID})",
-        [(_id_key(i), i) for i in ids],
-    )
+    by_rowid: list[tuple[int]] = []
+    by_id: list[tuple[object, str]] = []
+    for op_id in ids:
+        rowid = None if rowids is None else rowids.pop(op_id, None)
+        if rowid is None:
+            by_id.append((_id_key(op_id), op_id))
+        else:
+            by_rowid.append((rowid,))
+    if by_rowid:
+        conn.executemany("DELETE FROM outbound WHERE op_rowid = ?", by_rowid)
+    if by_id:
+        conn.executemany(
+            f"DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE {_OP_BY_ID})",
+            by_id,
+        )
     return conn.total_changes - before
 
 
-def _dequeue_unsynced(conn: sqlite3.Connection, ids: Sequence[str], synchronous: str) -> int:
+def _dequeue_unsynced(
+    conn: sqlite3.Connection,
+    ids: Sequence[str],
+    synchronous: str,
+    rowids: dict[str, int] | None = None,
+) -> int:
     """``_dequeue`` in its own transaction, not synced to the disk."""
     if synchronous == "NORMAL":
-        return _in_transaction(conn, lambda c: _dequeue(c, ids))
+        return _in_transaction(conn, lambda c: _dequeue(c, ids, rowids))
     # In WAL mode a NORMAL commit is not synced; the next FULL commit syncs the WAL file,
     # this commit's frames with it.
     conn.execute("PRAGMA synchronous = NORMAL")
     try:
-        return _in_transaction(conn, lambda c: _dequeue(c, ids))
+        return _in_transaction(conn, lambda c: _dequeue(c, ids, rowids))
     finally:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
 

@@ -75,6 +75,34 @@ async def test_a_rebase_is_durable(tmp_path: Path) -> None:
         assert await store.acknowledge([op.id for op in rebased]) == 3
 
 
+async def test_acknowledgments_dequeue_exactly_their_operations(tmp_path: Path) -> None:
+    # Operations written in this session are dequeued by their rowid, the others (and the
+    # ids a rebase renamed) through the id index: the same operations either way.
+    path = str(tmp_path / "app.db")
+    clock = ManualClock(START_MS + 600_000)
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        before = await store.write_local_many(
+            [LocalMutation.insert("todos", {"n": n}, record_id=f"r{n}") for n in range(3)]
+        )
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        ops = await store.write_local_many(
+            [LocalMutation.update("todos", "r0", {"n": n}) for n in range(5)], transaction_id="t"
+        )
+        ops += await store.write_local_many([LocalMutation.update("todos", "r1", {"n": 9})])
+        assert await store.acknowledge([ops[1].id, before[2].id, ops[3].id, "f" * 64]) == 3
+        assert await store.acknowledge([ops[1].id]) == 0
+        expected = [before[0], before[1], ops[0], ops[2], ops[4], ops[5]]
+        assert [op.id for op in await store.pending()] == [op.id for op in expected]
+        assert await store.rebase_pending(START_MS) == 6
+        rebased = await store.pending()
+        assert await store.acknowledge([op.id for op in expected], power_safe=False) == 0
+        assert await store.acknowledge([rebased[4].id, rebased[0].id], power_safe=False) == 2
+        assert await store.pending() == [rebased[1], rebased[2], rebased[3], rebased[5]]
+        await store.reject(rebased[1].id, code="NOPE", message="m", retriable=False)
+        assert await store.acknowledge([op.id for op in rebased]) == 3
+        assert await store.pending() == []
+
+
 async def test_a_clock_brought_back_to_nothing_is_persisted_so(tmp_path: Path) -> None:
     path = str(tmp_path / "app.db")
     clock = ManualClock(START_MS + 600_000)
