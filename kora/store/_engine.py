@@ -158,6 +158,9 @@ class TxWrites:
     clock_last: HLCTimestamp | None = None
     #: ``ops`` grouped by record, built on the first out-of-order merge, then kept current.
     pending_by_record: dict[RecordKey, list[Operation]] | None = None
+    #: Set by a backend that numbers the op log (SQLite): the highest rowid before ``ops``,
+    #: which then take the next ones in order.
+    rowid_base: int | None = None
 
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""

@@ -361,6 +361,7 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     if tx.ops:
         if tx.queued or records_from_ops:
             (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
+            tx.rowid_base = base
         plain = _plain_insert_statement(tx)
         if plain is None:
             conn.executemany(_INSERT_OP, tx.rows)
@@ -463,14 +464,13 @@ class SQLiteStore(Store):
         *,
         after: Callable[[sqlite3.Connection], object] | None = None,
         before_commit: Callable[[], object] | None = None,
-        committed: Callable[[T], object] | None = None,
     ) -> T:
         """Plan, write and commit in the worker; publish to the replica before releasing it.
 
         The replica's in-memory copies (version vector, last local ops) must move before the
         next queued transaction plans, so the publish happens in the same worker call.
-        ``after`` writes more rows (or reads) in the same transaction, after the planned ones;
-        ``committed(planned)`` runs in the worker right after the commit.
+        ``after`` writes more rows (or reads) in the same transaction, after the planned ones.
+        The rowids of queued operations are remembered once committed (see ``_dequeue``).
         """
 
         def work(conn: sqlite3.Connection) -> T:
@@ -484,9 +484,12 @@ class SQLiteStore(Store):
                 return planned
 
             planned = _in_transaction(conn, body)
-            self._replica.committed(tx_of(planned))
-            if committed is not None:
-                committed(planned)
+            tx = tx_of(planned)
+            self._replica.committed(tx)
+            if tx.queued and tx.rowid_base is not None:
+                first = tx.rowid_base + 1
+                ids = (op.id for op in tx.ops)
+                self._queued_rowids.update(zip(ids, range(first, first + len(tx.ops)), strict=True))
             return planned
 
         return await self._run(work)
@@ -506,23 +509,8 @@ class SQLiteStore(Store):
         self, mutations: Sequence[LocalMutation], *, transaction_id: str | None = None
     ) -> list[Operation]:
         batch = list(mutations)
-        last_rowid: list[int | None] = [None]
-
-        def read_last_rowid(conn: sqlite3.Connection) -> None:
-            last_rowid[0] = conn.execute("SELECT max(rowid) FROM ops").fetchone()[0]
-
-        def remember_rowids(tx: TxWrites) -> None:
-            # The transaction's operations are the newest rows, in order (we held the lock).
-            if tx.ops and last_rowid[0] is not None:
-                first = last_rowid[0] - len(tx.ops) + 1
-                ids = (op.id for op in tx.ops)
-                self._queued_rowids.update(zip(ids, range(first, first + len(tx.ops)), strict=True))
-
         tx = await self._write_transaction(
-            lambda reader: self._replica.plan_local(reader, batch, transaction_id),
-            lambda t: t,
-            after=read_last_rowid,
-            committed=remember_rowids,
+            lambda reader: self._replica.plan_local(reader, batch, transaction_id), lambda t: t
         )
         self._notify(tx.changes())
         self._notify_queued(tx.ops)
