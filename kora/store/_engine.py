@@ -266,13 +266,12 @@ _new_state: Final = slot_constructor(
 )
 
 
-def _merge_plain_update(
-    current: RecordState, op: Operation, data: Mapping[str, JsonValue], stamp: str
-) -> RecordState | None:
-    """What ``kora.merge.apply(current, op, stamp)`` gives for a plain update (no atomic
-    ops) ``op`` of the live record ``current`` with ``data``, without the general machinery;
-    None when ``op`` is not newer than ``current`` (the caller re-folds)."""
-    if op.id == current.last_op_id or not is_newer(current, op, stamp):
+def _merge_plain_update(current: RecordState, op: Operation, stamp: str) -> RecordState | None:
+    """What ``kora.merge.apply(current, op, stamp)`` gives for a plain update ``op`` (data,
+    no atomic ops) of the live record ``current``, without the general machinery; None when
+    ``op`` is not newer than ``current`` (the caller re-folds)."""
+    data = op.data
+    if data is None or op.id == current.last_op_id or not is_newer(current, op, stamp):
         return None
     atomic = current.field_atomic  # a state's mappings are never changed: shared as it is
     if atomic and not atomic.keys().isdisjoint(data):
@@ -404,6 +403,8 @@ class Replica:
         rows = tx.rows
         builders: dict[str, InsertBuilder] = {}
         update_builders: dict[str, UpdateBuilder] = {}
+        # Per record, the last plain update of this transaction and its data's JSON.
+        last_plain: dict[RecordKey, tuple[Operation, str]] = {}
         # The records the mutations name, read in one query when the first one is needed
         # (the app names the records it inserts: one point query each would cost more than
         # everything else about an insert).  This transaction's own changes take precedence.
@@ -496,10 +497,22 @@ class Replica:
                 op = updater.build(
                     record_id, data, before, timestamp, stamp, seq, deps, mutation.mutation_name
                 )
-                merged = _merge_plain_update(current, op, data, stamp)
+                merged = _merge_plain_update(current, op, stamp)
                 records[key] = self._merge(reader, tx, current, op) if merged is None else merged
+                # The previous data of an update of the same fields as the record's newest
+                # operation, a plain update, is that update's data: its JSON is known.
+                last = last_plain.get(key)
+                if (
+                    last is not None
+                    and last[0].id == current.last_op_id
+                    and data.keys() == last[0].data.keys()  # type: ignore[union-attr]
+                ):
+                    before_text = last[1]
+                else:
+                    before_text = dumps(before)
+                last_plain[key] = (op, updater.text)
                 row = (op.id, node, seq, "update", collection, record_id, stamp, updater.text,
-                       dumps(before), None, _deps_json(deps), schema_version, transaction_id,
+                       before_text, None, _deps_json(deps), schema_version, transaction_id,
                        op.mutation_name)  # fmt: skip
             else:
                 op, data_text, previous = self._build_local(

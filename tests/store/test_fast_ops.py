@@ -319,7 +319,7 @@ def test_the_plain_update_merge_equals_apply(
         node_id=node, type=OpType.UPDATE, collection="todos", record_id="r-1", data=data,
         previous_data={}, timestamp=timestamp, sequence_number=7, causal_deps=(),
     )  # fmt: skip
-    merged = _merge_plain_update(state, op, data, timestamp.serialize())
+    merged = _merge_plain_update(state, op, timestamp.serialize())
     try:
         expected = apply(state, op, timestamp.serialize())
     except OutOfOrderError:
