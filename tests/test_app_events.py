@@ -54,6 +54,50 @@ def test_callbacks_match_glob_patterns_and_off_removes_them() -> None:
     assert bus.statistics().callbacks == 1
 
 
+def test_listeners_that_come_and_go_between_events_of_one_name_are_honoured() -> None:
+    # The bus remembers who receives each event name: every change must forget that.
+    bus = EventBus()
+    seen: list[str] = []
+    bus.emit("operation:created")
+    first = bus.on("operation:*", lambda e: seen.append("first"))
+    bus.emit("operation:created")
+    bus.on("*", lambda e: seen.append("second"))
+    bus.emit("operation:created")
+    first()
+    bus.emit("operation:created")
+    assert seen == ["first", "first", "second", "second"]
+
+
+def test_a_callback_that_adds_or_removes_listeners_affects_the_next_event_only() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    def late(e: Event) -> None:
+        seen.append("late")
+
+    def adder(e: Event) -> None:
+        seen.append("adder")
+        bus.on("x", late)
+
+    bus.on("x", adder)
+    bus.emit("x")
+    assert seen == ["adder"]
+    bus.off("x", adder)
+    bus.emit("x")
+    assert seen == ["adder", "late"]
+
+
+def test_events_of_many_names_reach_their_listeners() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    bus.on("app:*", lambda e: seen.append(e.name))
+    names = [f"app:{index}" for index in range(1_000)]
+    for name in names:
+        bus.emit(name)
+        bus.emit("other")
+    assert seen == names
+
+
 def test_off_needs_the_same_pattern() -> None:
     bus = EventBus()
     seen: list[str] = []
@@ -180,9 +224,12 @@ def test_buffer_size_must_be_a_positive_int(size: object) -> None:
 
 async def test_leaving_the_block_stops_delivery() -> None:
     bus = EventBus()
-    async with bus.subscribe() as events:
-        pass
     bus.emit("late")
+    async with bus.subscribe() as events:
+        bus.emit("late")
+    bus.emit("late")
+    assert events.statistics().buffered == 1
+    await events.receive()
     assert events.statistics().buffered == 0
     with pytest.raises(trio.EndOfChannel):
         await events.receive()
@@ -222,3 +269,14 @@ async def test_change_feed_close_releases_waiters() -> None:
         feed.close()
     assert result == [False]
     assert feed.closed
+
+
+def test_events_of_a_batch_reach_their_listeners_or_are_only_counted() -> None:
+    bus = EventBus()
+    bus._emit_each("operation:created", "operation", ["a", "b"])
+    assert bus.statistics().published == 2
+    seen: list[object] = []
+    bus.on("operation:*", lambda e: seen.append(e.payload["operation"]))
+    bus._emit_each("operation:created", "operation", ["c", "d"])
+    assert seen == ["c", "d"]
+    assert bus.statistics().published == 4

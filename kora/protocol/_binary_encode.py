@@ -283,6 +283,8 @@ class Encoder:
         add = out.operations.add
         hash_match = HASH.fullmatch
         positions: dict[str, int] = {}  # op id -> index in this batch, for back-references
+        # Record id -> its 16 bytes (None: sent as text); a batch often names a record again.
+        record_ids: dict[str, bytes | None] = {}
         previous_wall = 0
         previous_seq = 0
         for position, op in enumerate(m.operations):
@@ -294,14 +296,20 @@ class Encoder:
                 raise LocalProtocolError(f"operation {op_id!r} has a negative wallTime or seq")
             collection = strings.get(op.collection)
             node = nodes.get(op.node_id)
+            if node is None:
+                node = node_index(op.node_id)
+            # Fields left at zero are not sent (proto3), so they are not set either: each set
+            # is a call into the protobuf runtime.
             p = add(
-                node=node_index(op.node_id) if node is None else node,
                 type=OP_TYPE_CODES[op.type],
                 collection=intern(op.collection) if collection is None else collection,
-                wall_time_delta=wall - previous_wall,
                 logical=ts.logical,
                 sequence_delta=seq - previous_seq,
             )
+            if node:
+                p.node = node
+            if wall != previous_wall:
+                p.wall_time_delta = wall - previous_wall
             previous_wall = wall
             previous_seq = seq
             details = None
@@ -311,7 +319,10 @@ class Encoder:
                 details = p.details
                 details.id_text = op_id
             record_id = op.record_id
-            raw = uuid_bytes(record_id)
+            if record_id in record_ids:
+                raw = record_ids[record_id]
+            else:
+                raw = record_ids[record_id] = uuid_bytes(record_id)
             if raw is None:
                 p.record_text = record_id
             else:

@@ -58,10 +58,12 @@ from kora.core.operation import AtomicOp, AtomicOpType, Operation, OpType
 from kora.merge import RecordDraft, RecordState, apply, fold, is_newer
 from kora.store._fast_ops import (
     InsertBuilder,
+    UpdateBuilder,
     build_operation,
     encode_sorted,
     new_hlc_timestamp,
     serialize_timestamp,
+    slot_constructor,
 )
 from kora.store.errors import RecordExistsError, RecordNotFoundError
 from kora.store.values import ChangeSet, LocalMutation, RemoteRejection
@@ -156,6 +158,9 @@ class TxWrites:
     clock_last: HLCTimestamp | None = None
     #: ``ops`` grouped by record, built on the first out-of-order merge, then kept current.
     pending_by_record: dict[RecordKey, list[Operation]] | None = None
+    #: Set by a backend that numbers the op log (SQLite): the highest rowid before ``ops``,
+    #: which then take the next ones in order.
+    rowid_base: int | None = None
 
     def changes(self) -> ChangeSet:
         """The records this transaction (re)wrote."""
@@ -253,6 +258,29 @@ def fresh_state(op: Operation, stamp: str) -> RecordState:
         created_version=stamp,
         last_op_id=op.id,
     )
+
+
+#: ``RecordState(...)`` with its 9 fields positional, for values known valid.
+_new_state: Final = slot_constructor(
+    RecordState, ("c", "r", {"a": 1}, {"a": "v"}, {}, False, "v", "v", "i")
+)
+
+
+def _merge_plain_update(current: RecordState, op: Operation, stamp: str) -> RecordState | None:
+    """What ``kora.merge.apply(current, op, stamp)`` gives for a plain update ``op`` (data,
+    no atomic ops) of the live record ``current``, without the general machinery; None when
+    ``op`` is not newer than ``current`` (the caller re-folds)."""
+    data = op.data
+    if data is None or op.id == current.last_op_id or not is_newer(current, op, stamp):
+        return None
+    atomic = current.field_atomic  # a state's mappings are never changed: shared as it is
+    if atomic and not atomic.keys().isdisjoint(data):
+        atomic = {name: kind for name, kind in atomic.items() if name not in data}
+    return _new_state(
+        current.collection, current.record_id, {**current.fields, **data},
+        {**current.field_versions, **dict.fromkeys(data, stamp)}, atomic, False, stamp,
+        current.created_version, op.id,
+    )  # fmt: skip
 
 
 def _load_named(
@@ -374,12 +402,16 @@ class Replica:
         ops = tx.ops
         rows = tx.rows
         builders: dict[str, InsertBuilder] = {}
+        update_builders: dict[str, UpdateBuilder] = {}
+        # Per record, the last plain update of this transaction and its data's JSON.
+        last_plain: dict[RecordKey, tuple[Operation, str]] = {}
         # The records the mutations name, read in one query when the first one is needed
         # (the app names the records it inserts: one point query each would cost more than
         # everything else about an insert).  This transaction's own changes take precedence.
         stored: dict[RecordKey, RecordState] | None = None
         record_ids: Iterator[str] | None = None
         insert = OpType.INSERT
+        update = OpType.UPDATE
         # The clock: ``now()`` for the first operation, then consecutive ticks.
         wall = logical = -1
         plain = 0
@@ -444,6 +476,44 @@ class Replica:
                 row: OpRow = (op.id, node, seq, "insert", collection, record_id, stamp,
                               builder.text, None, None, _deps_json(deps), schema_version,
                               transaction_id, op.mutation_name)  # fmt: skip
+            elif (
+                op_type is update
+                and current is not None
+                and not current.deleted
+                and type(data) is dict
+                and data
+                and not mutation.atomic
+            ):
+                # A plain update of a live record: its operation built directly, the record's
+                # new state merged directly (a transaction that updates one record 1,000
+                # times does this 1,000 times; only the final state is written).
+                updater = update_builders.get(collection)
+                if updater is None:
+                    updater = update_builders[collection] = UpdateBuilder(
+                        node, collection, schema_version, transaction_id
+                    )
+                old = current.fields
+                before = {name: old[name] for name in data if name in old}
+                op = updater.build(
+                    record_id, data, before, timestamp, stamp, seq, deps, mutation.mutation_name
+                )
+                merged = _merge_plain_update(current, op, stamp)
+                records[key] = self._merge(reader, tx, current, op) if merged is None else merged
+                # The previous data of an update of the same fields as the record's newest
+                # operation, a plain update, is that update's data: its JSON is known.
+                last = last_plain.get(key)
+                if (
+                    last is not None
+                    and last[0].id == current.last_op_id
+                    and data.keys() == last[0].data.keys()  # type: ignore[union-attr]
+                ):
+                    before_text = last[1]
+                else:
+                    before_text = dumps(before)
+                last_plain[key] = (op, updater.text)
+                row = (op.id, node, seq, "update", collection, record_id, stamp, updater.text,
+                       before_text, None, _deps_json(deps), schema_version, transaction_id,
+                       op.mutation_name)  # fmt: skip
             else:
                 op, data_text, previous = self._build_local(
                     reader, tx, mutation, collection, record_id, current, timestamp, seq, deps,

@@ -38,11 +38,13 @@ from kora.core.operations import create_operation
 
 __all__ = [
     "InsertBuilder",
+    "UpdateBuilder",
     "build_operation",
     "encode_sorted",
     "new_hlc_timestamp",
     "new_operation",
     "serialize_timestamp",
+    "slot_constructor",
 ]
 
 # Anything the reference could write differently from the C encoder: exponents, integral
@@ -59,7 +61,7 @@ _TYPE_PART: Final = {kind: f'"type":"{kind.value}"' for kind in OpType}
 C = TypeVar("C")
 
 
-def _slot_constructor(cls: type[C], sample: tuple[Any, ...]) -> Callable[..., C]:
+def slot_constructor(cls: type[C], sample: tuple[Any, ...]) -> Callable[..., C]:
     """A positional constructor of a frozen, slotted attrs class that fills the slots
     directly (attrs' ``__init__`` goes through ``object.__setattr__`` once per field).
 
@@ -94,12 +96,21 @@ def _slot_constructor(cls: type[C], sample: tuple[Any, ...]) -> Callable[..., C]
 
 _SAMPLE_TS: Final = HLCTimestamp(1, 2, "n")
 #: ``HLCTimestamp(wall_time, logical, node_id)``, positional only, for values known valid.
-new_hlc_timestamp: Final = _slot_constructor(HLCTimestamp, (1, 2, "n"))
+new_hlc_timestamp: Final = slot_constructor(HLCTimestamp, (1, 2, "n"))
 #: ``Operation(...)`` with all 14 fields positional, for values known valid.
-new_operation: Final = _slot_constructor(
+new_operation: Final = slot_constructor(
     Operation,
     ("i", "n", OpType.INSERT, "c", "r", {"a": 1}, None, _SAMPLE_TS, 1, ("d",), 1, None, "t", "m"),
 )
+
+
+def _safe_record_id(record_id: str) -> bool:
+    """Non-empty ASCII that the JSON encoder writes as it is (nothing to escape)."""
+    return (
+        bool(record_id)
+        and record_id.isascii()
+        and len(c_encode_basestring(record_id)) == len(record_id) + 2
+    )
 
 
 def _refuse(value: object) -> Any:
@@ -330,6 +341,90 @@ class InsertBuilder:
         op, text, _ = build_operation(
             node_id=self.node_id, op_type=self._insert, collection=self.collection,
             record_id=record_id, data=data, previous_data=None, timestamp=timestamp,
+            sequence_number=sequence_number, causal_deps=causal_deps,
+            schema_version=self.schema_version, atomic_ops=None,
+            transaction_id=self.transaction_id, mutation_name=mutation_name,
+        )  # fmt: skip
+        assert text is not None
+        self.text = text
+        return op
+
+
+class UpdateBuilder:
+    """``build_operation`` for the plain updates (no atomic ops) of one node in one
+    collection, fast: the same operation, built as ``InsertBuilder`` builds inserts.
+
+    A transaction that updates records many times (an app transaction of 1,000 updates of
+    one record) spends most of its planning here.  Whatever it is not certain of goes to
+    ``build_operation`` (and on to ``create_operation``), so it gives exactly the same
+    operation.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        collection: str,
+        schema_version: int,
+        transaction_id: str | None,
+    ) -> None:
+        self.node_id = node_id
+        self.collection = collection
+        self.schema_version = schema_version
+        self.transaction_id = transaction_id
+        self._simple = (
+            bool(node_id)
+            and bool(collection)
+            and _SAFE_ID.fullmatch(node_id) is not None
+            and _SAFE_ID.fullmatch(collection) is not None
+        )
+        self._head = f'{{"collection":"{collection}","data":'
+        self._node_part = f',"nodeId":"{node_id}","recordId":"'
+        self._update = OpType.UPDATE
+        #: The ``(record id, whether it is safe)`` checked last: a transaction that updates
+        #: one record many times checks its id once.
+        self._checked = ("", False)
+        #: The data's JSON of the update ``build`` returned last.
+        self.text = ""
+
+    def build(
+        self,
+        record_id: str,
+        data: dict[str, JsonValue],
+        previous_data: dict[str, JsonValue],
+        timestamp: HLCTimestamp,
+        stamp: str,
+        sequence_number: int,
+        causal_deps: tuple[str, ...],
+        mutation_name: str | None,
+    ) -> Operation:
+        """The update (its data's JSON in ``text``).  ``stamp`` is ``timestamp`` serialized;
+        ``previous_data`` is a fresh dict the operation takes as it is.
+
+        Raises:
+            ValidationError: As ``create_operation``.
+        """
+        checked_id, safe = self._checked
+        if checked_id != record_id:
+            safe = _safe_record_id(record_id)
+            self._checked = (record_id, safe)
+        if self._simple and safe and type(data) is dict and _flat_and_plain(data) is True:
+            data_text = encode_sorted(data)
+            if data_text.isascii() or _HIGH_CHARACTER.search(data_text) is None:
+                canonical = (
+                    f'{self._head}{data_text}{self._node_part}{record_id}",'
+                    f'"timestamp":"{stamp}","type":"update"}}'
+                )
+                op = new_operation(
+                    hashlib.sha256(canonical.encode()).hexdigest(), self.node_id, self._update,
+                    self.collection, record_id, dict(data), previous_data, timestamp,
+                    sequence_number, causal_deps, self.schema_version, None,
+                    self.transaction_id, mutation_name,
+                )  # fmt: skip
+                self.text = data_text
+                return op
+        op, text, _ = build_operation(
+            node_id=self.node_id, op_type=self._update, collection=self.collection,
+            record_id=record_id, data=data, previous_data=previous_data, timestamp=timestamp,
             sequence_number=sequence_number, causal_deps=causal_deps,
             schema_version=self.schema_version, atomic_ops=None,
             transaction_id=self.transaction_id, mutation_name=mutation_name,

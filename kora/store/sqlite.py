@@ -361,6 +361,7 @@ def _write(conn: sqlite3.Connection, tx: TxWrites) -> None:
     if tx.ops:
         if tx.queued or records_from_ops:
             (base,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM ops").fetchone()
+            tx.rowid_base = base
         plain = _plain_insert_statement(tx)
         if plain is None:
             conn.executemany(_INSERT_OP, tx.rows)
@@ -415,6 +416,11 @@ class SQLiteStore(Store):
         #: Delivery watermarks to set (unsynced) at the start of the next worker call
         #: (``set_delivery_watermark_soon``): the newest value of each view.
         self._watermarks_soon: dict[str, int] = {}
+        #: Op log rowid of the operations this store queued since it opened, by id, so an
+        #: acknowledgment dequeues by rowid rather than through the id index (an op log row
+        #: keeps its rowid; a clock rebase renames ids in place and moves them here too).
+        #: Any id missing is dequeued through the index.  Touched by worker calls only.
+        self._queued_rowids: dict[str, int] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -442,8 +448,10 @@ class SQLiteStore(Store):
         self._watermarks_soon.clear()
         synchronous = self._synchronous
 
+        queued_rowids = self._queued_rowids
+
         def deferred(conn: sqlite3.Connection) -> None:
-            _dequeue(conn, ids)
+            _dequeue(conn, ids, queued_rowids)
             for view, value in watermarks:
                 _set_watermark(conn, view, value)
 
@@ -482,6 +490,7 @@ class SQLiteStore(Store):
         The replica's in-memory copies (version vector, last local ops) must move before the
         next queued transaction plans, so the publish happens in the same worker call.
         ``after`` writes more rows (or reads) in the same transaction, after the planned ones.
+        The rowids of queued operations are remembered once committed (see ``_dequeue``).
         """
 
         def work(conn: sqlite3.Connection) -> T:
@@ -495,7 +504,12 @@ class SQLiteStore(Store):
                 return planned
 
             planned = _in_transaction(conn, body)
-            self._replica.committed(tx_of(planned))
+            tx = tx_of(planned)
+            self._replica.committed(tx)
+            if tx.queued and tx.rowid_base is not None:
+                first = tx.rowid_base + 1
+                ids = (op.id for op in tx.ops)
+                self._queued_rowids.update(zip(ids, range(first, first + len(tx.ops)), strict=True))
             return planned
 
         return await self._run(work)
@@ -705,10 +719,11 @@ class SQLiteStore(Store):
         ids = list(dict.fromkeys(op_ids))
         if not ids:
             return 0
+        rowids = self._queued_rowids
         if power_safe:
-            return await self._transaction(lambda conn: _dequeue(conn, ids))
+            return await self._transaction(lambda conn: _dequeue(conn, ids, rowids))
         synchronous = self._synchronous
-        return await self._run(lambda conn: _dequeue_unsynced(conn, ids, synchronous))
+        return await self._run(lambda conn: _dequeue_unsynced(conn, ids, synchronous, rowids))
 
     async def acknowledge_soon(self, op_ids: Iterable[str]) -> None:
         # No thread hop of its own: the next worker call (the next local write, a read of
@@ -735,6 +750,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if found is None:
                 return None
+            self._queued_rowids.pop(op_id, None)
             conn.execute("DELETE FROM outbound WHERE op_rowid = ?", found)
             conn.execute(
                 "INSERT OR REPLACE INTO rejected (op_id, code, message, retriable, rejected_at) "
@@ -765,6 +781,11 @@ class SQLiteStore(Store):
 
             writes = _in_transaction(conn, body)
             self._replica.committed_rebase(writes)
+            rowids = self._queued_rowids
+            for old_id, op, _ in writes.replaced:  # same rows, new ids
+                rowid = rowids.pop(old_id, None)
+                if rowid is not None:
+                    rowids[op.id] = rowid
             return writes
 
         writes = await self._run(work)
@@ -842,19 +863,41 @@ class SQLiteStore(Store):
             )
 
 
-def _dequeue(conn: sqlite3.Connection, ids: Sequence[str]) -> int:
-    """Remove acknowledged operations from the queue (inside the caller's transaction)."""
+def _dequeue(
+    conn: sqlite3.Connection, ids: Sequence[str], rowids: dict[str, int] | None = None
+) -> int:
+    """Remove acknowledged operations from the queue (inside the caller's transaction).
+
+    ``rowids``: the op log rowids of queued operations by id, where known (taken out of it:
+    if this transaction fails, those ids are dequeued through the id index next time).
+    """
     before = conn.total_changes
-    conn.executemany(
-        f"DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE {_OP_BY_ID})",
-        [(_id_key(i), i) for i in ids],
-    )
+    by_rowid: list[tuple[int]] = []
+    by_id: list[tuple[object, str]] = []
+    for op_id in ids:
+        rowid = None if rowids is None else rowids.pop(op_id, None)
+        if rowid is None:
+            by_id.append((_id_key(op_id), op_id))
+        else:
+            by_rowid.append((rowid,))
+    if by_rowid:
+        conn.executemany("DELETE FROM outbound WHERE op_rowid = ?", by_rowid)
+    if by_id:
+        conn.executemany(
+            f"DELETE FROM outbound WHERE op_rowid = (SELECT rowid FROM ops WHERE {_OP_BY_ID})",
+            by_id,
+        )
     return conn.total_changes - before
 
 
-def _dequeue_unsynced(conn: sqlite3.Connection, ids: Sequence[str], synchronous: str) -> int:
+def _dequeue_unsynced(
+    conn: sqlite3.Connection,
+    ids: Sequence[str],
+    synchronous: str,
+    rowids: dict[str, int] | None = None,
+) -> int:
     """``_dequeue`` in its own transaction, not synced to the disk."""
-    return _unsynced(conn, lambda c: _dequeue(c, ids), synchronous)
+    return _unsynced(conn, lambda c: _dequeue(c, ids, rowids), synchronous)
 
 
 def _unsynced(

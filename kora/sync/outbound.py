@@ -264,10 +264,15 @@ class OutboundQueueActor:
         self._refresh_pending()
 
     def _forget(self, op_ids: Iterable[str]) -> None:
-        for op_id in op_ids:
-            self._queue.pop(op_id, None)
-            self._held.pop(op_id, None)
-            self._refusals.pop(op_id, None)
+        ids = op_ids if isinstance(op_ids, tuple | list) else tuple(op_ids)
+        drop = self._queue.pop
+        for op_id in ids:
+            drop(op_id, None)
+        # Mostly nothing is held or refused: no lookups per operation then.
+        for table in (self._held, self._refusals):
+            if table:
+                for op_id in ids:
+                    table.pop(op_id, None)
 
     async def _handle(self, message: OutboundMessage) -> None:
         if isinstance(message, Attached):

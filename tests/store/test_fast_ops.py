@@ -14,7 +14,7 @@ from kora.core.errors import ValidationError
 from kora.core.hlc import HLCTimestamp
 from kora.core.operation import AtomicOp, AtomicOpType, OpType
 from kora.core.operations import create_operation
-from kora.store._fast_ops import InsertBuilder, build_operation
+from kora.store._fast_ops import InsertBuilder, UpdateBuilder, build_operation
 
 NODE = "01a21c48-7e88-7702-b4b0-0566f53b0960"
 
@@ -226,3 +226,104 @@ def test_slot_constructors_give_what_the_classes_give() -> None:
     assert hash(made) == hash(Operation(*args))
     with pytest.raises(AttributeError):
         made.id = "other"  # type: ignore[misc]
+
+
+def _update_builder_and_exact(
+    data: dict[str, Any], previous: dict[str, Any], collection: str, record_id: str
+) -> tuple[Any, str, Any]:
+    timestamp = HLCTimestamp(1_700_000_000_000, 3, NODE)
+    builder = UpdateBuilder(NODE, collection, 2, "tx-1")
+    builder.build("other-record", {"x": 1}, {}, timestamp, timestamp.serialize(), 6, (), None)
+    fast = builder.build(
+        record_id, data, previous, timestamp, timestamp.serialize(), 7, ("d" * 64,), "m"
+    )
+    exact = create_operation(
+        node_id=NODE, type=OpType.UPDATE, collection=collection, record_id=record_id,
+        data=data, previous_data=previous, timestamp=timestamp, sequence_number=7,
+        causal_deps=("d" * 64,), schema_version=2, transaction_id="tx-1", mutation_name="m",
+    )  # fmt: skip
+    return fast, builder.text, exact
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=records.filter(bool),
+    previous=records,
+    collection=text.filter(bool),
+    record_id=text.filter(bool),
+)
+def test_the_update_builder_equals_create_operation(
+    data: dict[str, Any], previous: dict[str, Any], collection: str, record_id: str
+) -> None:
+    fast, data_text, exact = _update_builder_and_exact(data, previous, collection, record_id)
+    assert fast == exact
+    assert json.loads(data_text) == fast.data
+    assert fast.verify_id()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(ascii_text, plain_values, min_size=1, max_size=6))
+def test_the_update_builder_takes_its_own_path_for_flat_plain_data(data: dict[str, Any]) -> None:
+    import kora.store._fast_ops as fast_ops
+
+    flat = {key: value for key, value in data.items() if not isinstance(value, list | dict)}
+    flat = flat or {"k": 1}
+    original = fast_ops.build_operation
+    fast_ops.build_operation = None  # type: ignore[assignment]  # any fallback would crash
+    try:
+        fast, data_text, exact = _update_builder_and_exact(
+            flat, {"k": 0}, "todos", "0190f000-0000-7000-8000-000000000001"
+        )
+    finally:
+        fast_ops.build_operation = original
+    assert fast == exact
+    assert data_text == fast_ops.encode_sorted(flat)
+
+
+def test_the_update_builder_copies_the_data() -> None:
+    data: dict[str, Any] = {"title": "x"}
+    fast, _, _ = _update_builder_and_exact(data, {}, "todos", "r-1")
+    data["title"] = "changed"
+    assert fast.data == {"title": "x"}
+
+
+field_names = st.sampled_from(["a", "b", "c", "é"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.dictionaries(field_names, values, max_size=4),
+    atomic=st.dictionaries(field_names, st.sampled_from(list(AtomicOpType)), max_size=3),
+    data=st.dictionaries(field_names, values, min_size=1, max_size=3),
+    wall=st.integers(1_699_999_999_999, 1_700_000_000_001),
+    node=st.sampled_from([NODE, "0" + NODE[1:], "f" + NODE[1:]]),
+)
+def test_the_plain_update_merge_equals_apply(
+    fields: dict[str, Any],
+    atomic: dict[str, AtomicOpType],
+    data: dict[str, Any],
+    wall: int,
+    node: str,
+) -> None:
+    from kora.merge import OutOfOrderError, RecordState, apply
+    from kora.store._engine import _merge_plain_update
+
+    version = HLCTimestamp(1_700_000_000_000, 5, NODE).serialize()
+    state = RecordState(
+        collection="todos", record_id="r-1", fields=fields,
+        field_versions=dict.fromkeys(fields, version), field_atomic=atomic, deleted=False,
+        version=version, created_version="000000000000001:00000:" + NODE, last_op_id="x" * 64,
+    )  # fmt: skip
+    timestamp = HLCTimestamp(wall, 5, node)
+    op = create_operation(
+        node_id=node, type=OpType.UPDATE, collection="todos", record_id="r-1", data=data,
+        previous_data={}, timestamp=timestamp, sequence_number=7, causal_deps=(),
+    )  # fmt: skip
+    merged = _merge_plain_update(state, op, timestamp.serialize())
+    try:
+        expected = apply(state, op, timestamp.serialize())
+    except OutOfOrderError:
+        assert merged is None
+    else:
+        assert merged == expected
+        assert merged.fields is not state.fields

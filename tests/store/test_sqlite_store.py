@@ -9,7 +9,7 @@ import pytest
 import trio
 from store_helpers import START_MS, ManualClock
 
-from kora.core.operation import AtomicOp, AtomicOpType
+from kora.core.operation import AtomicOp, AtomicOpType, OpType
 from kora.store import (
     LocalMutation,
     SQLiteStore,
@@ -73,6 +73,34 @@ async def test_a_rebase_is_durable(tmp_path: Path) -> None:
         assert await store.last_timestamp() == last  # the clock was persisted back in time
         assert [await store.get("todos", f"r{n}") for n in range(3)] == records
         assert await store.acknowledge([op.id for op in rebased]) == 3
+
+
+async def test_acknowledgments_dequeue_exactly_their_operations(tmp_path: Path) -> None:
+    # Operations written in this session are dequeued by their rowid, the others (and the
+    # ids a rebase renamed) through the id index: the same operations either way.
+    path = str(tmp_path / "app.db")
+    clock = ManualClock(START_MS + 600_000)
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        before = await store.write_local_many(
+            [LocalMutation.insert("todos", {"n": n}, record_id=f"r{n}") for n in range(3)]
+        )
+    async with open_sqlite_store(path, physical_clock=clock) as store:
+        ops = await store.write_local_many(
+            [LocalMutation.update("todos", "r0", {"n": n}) for n in range(5)], transaction_id="t"
+        )
+        ops += await store.write_local_many([LocalMutation.update("todos", "r1", {"n": 9})])
+        assert await store.acknowledge([ops[1].id, before[2].id, ops[3].id, "f" * 64]) == 3
+        assert await store.acknowledge([ops[1].id]) == 0
+        expected = [before[0], before[1], ops[0], ops[2], ops[4], ops[5]]
+        assert [op.id for op in await store.pending()] == [op.id for op in expected]
+        assert await store.rebase_pending(START_MS) == 6
+        rebased = await store.pending()
+        assert await store.acknowledge([op.id for op in expected], power_safe=False) == 0
+        assert await store.acknowledge([rebased[4].id, rebased[0].id], power_safe=False) == 2
+        assert await store.pending() == [rebased[1], rebased[2], rebased[3], rebased[5]]
+        await store.reject(rebased[1].id, code="NOPE", message="m", retriable=False)
+        assert await store.acknowledge([op.id for op in rebased]) == 3
+        assert await store.pending() == []
 
 
 async def test_a_clock_brought_back_to_nothing_is_persisted_so(tmp_path: Path) -> None:
@@ -295,3 +323,79 @@ async def test_lookups_by_operation_id_use_the_id_index(tmp_path: Path) -> None:
 
         for plan in await store._run(plans):
             assert "USING INDEX ops_by_id" in plan, plan
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_updates_in_one_transaction_store_what_create_operation_and_fold_give(
+    tmp_path: Path, seed: int
+) -> None:
+    # The planner builds plain updates directly and reuses the previous data's JSON when
+    # it can: every row must still hold exactly the operation's columns, and the record
+    # the fold of its operations.
+    import json
+    import random
+
+    from kora.merge import fold
+    from kora.store._fast_ops import encode_sorted
+
+    rng = random.Random(seed)
+    path = str(tmp_path / "app.db")
+    async with open_sqlite_store(path) as store:
+        await store.write_local_many(
+            [LocalMutation.insert("todos", {"a": 0, "b": "x"}, record_id=r) for r in "rs"]
+        )
+        mutations: list[LocalMutation] = []
+        for index in range(60):
+            record = rng.choice("rs")
+            kind = rng.random()
+            if kind < 0.6:
+                fields = rng.choice([["a"], ["b"], ["a", "b"], ["c"], ["a", "c"]])
+                value = rng.choice([index, f"v{index}", [index, (1, 2)], {"n": index}, 1.5])
+                mutations.append(
+                    LocalMutation.update("todos", record, dict.fromkeys(fields, value))
+                )
+            elif kind < 0.8:
+                atomic = {"a": AtomicOp(AtomicOpType.INCREMENT, 2)}
+                mutations.append(LocalMutation.update("todos", record, atomic=atomic))
+            elif kind < 0.9:
+                mutations.append(LocalMutation.delete("todos", record))
+                mutations.append(LocalMutation.insert("todos", {"a": index}, record_id=record))
+            else:
+                mutations.append(LocalMutation.update("todos", record, {"a": index, "d": None}))
+        ops = await store.write_local_many(mutations, transaction_id="t")
+        records = {r: await store.get("todos", r) for r in "rs"}
+    conn = sqlite3.connect(path)
+    rows = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, data, previous_data FROM ops WHERE transaction_id = 't'"
+        )
+    }
+    conn.close()
+    stored_ops = {r: [op for op in ops if op.record_id == r] for r in "rs"}
+    for op in ops:
+        data_text, previous_text = rows[op.id]
+        assert op.verify_id()
+        if op.data is None:
+            assert data_text is None
+        else:
+            assert json.loads(data_text) == op.data
+            assert data_text == encode_sorted(op.data)
+        expected_previous = None if op.previous_data is None else encode_sorted(op.previous_data)
+        assert previous_text == expected_previous
+    async with open_sqlite_store(path) as store:
+        for r in "rs":
+            log = await store.operations_for_record("todos", r)
+            assert [op for op in log if op.transaction_id == "t"] == stored_ops[r]
+            state = fold(log)
+            assert state is not None
+            record = records[r]
+            assert record is not None
+            assert dict(record.fields) == dict(state.fields)
+            assert record.version == state.version
+            for position, op in enumerate(log):
+                if op.type is OpType.UPDATE:
+                    before = fold(log[:position])
+                    assert before is not None
+                    old = before.fields
+                    assert op.previous_data == {k: old[k] for k in op.data or {} if k in old}
