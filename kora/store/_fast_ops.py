@@ -260,7 +260,76 @@ def build_operation(
 _SAFE_ID: Final = re.compile(r"[0-9A-Za-z._:-]*")
 
 
-class InsertBuilder:
+class _PlainBuilder:
+    """What ``InsertBuilder`` and ``UpdateBuilder`` share: the parts of the hashed text that
+    do not change for one node and collection, and the fast path itself."""
+
+    def __init__(
+        self,
+        node_id: str,
+        collection: str,
+        schema_version: int,
+        transaction_id: str | None,
+        op_type: OpType,
+    ) -> None:
+        self.node_id = node_id
+        self.collection = collection
+        self.schema_version = schema_version
+        self.transaction_id = transaction_id
+        self._simple = (
+            bool(node_id)
+            and bool(collection)
+            and _SAFE_ID.fullmatch(node_id) is not None
+            and _SAFE_ID.fullmatch(collection) is not None
+        )
+        self._head = f'{{"collection":"{collection}","data":'
+        self._node_part = f',"nodeId":"{node_id}","recordId":"'
+        self._type = op_type
+        self._tail = f'","type":"{op_type.value}"}}'
+        #: The data's JSON of the operation ``build`` returned last (not a pair: one tuple
+        #: less per operation for the garbage collector).
+        self.text = ""
+
+    def _build(
+        self,
+        safe_id: bool,
+        record_id: str,
+        data: Mapping[str, JsonValue],
+        previous_data: dict[str, JsonValue] | None,
+        timestamp: HLCTimestamp,
+        stamp: str,
+        sequence_number: int,
+        causal_deps: tuple[str, ...],
+        mutation_name: str | None,
+    ) -> Operation:
+        if self._simple and safe_id and type(data) is dict and _flat_and_plain(data) is True:
+            data_text = encode_sorted(data)
+            if data_text.isascii() or _HIGH_CHARACTER.search(data_text) is None:
+                canonical = (
+                    f'{self._head}{data_text}{self._node_part}{record_id}",'
+                    f'"timestamp":"{stamp}{self._tail}'
+                )
+                op = new_operation(
+                    hashlib.sha256(canonical.encode()).hexdigest(), self.node_id, self._type,
+                    self.collection, record_id, dict(data), previous_data, timestamp,
+                    sequence_number, causal_deps, self.schema_version, None,
+                    self.transaction_id, mutation_name,
+                )  # fmt: skip
+                self.text = data_text
+                return op
+        op, text, _ = build_operation(
+            node_id=self.node_id, op_type=self._type, collection=self.collection,
+            record_id=record_id, data=data, previous_data=previous_data, timestamp=timestamp,
+            sequence_number=sequence_number, causal_deps=causal_deps,
+            schema_version=self.schema_version, atomic_ops=None,
+            transaction_id=self.transaction_id, mutation_name=mutation_name,
+        )  # fmt: skip
+        assert text is not None
+        self.text = text
+        return op
+
+
+class InsertBuilder(_PlainBuilder):
     """``build_operation`` for the inserts of one node into one collection, fast.
 
     The hot path of a local batch: a flat mapping of str keys to scalars, the op's deps
@@ -276,22 +345,7 @@ class InsertBuilder:
         schema_version: int,
         transaction_id: str | None,
     ) -> None:
-        self.node_id = node_id
-        self.collection = collection
-        self.schema_version = schema_version
-        self.transaction_id = transaction_id
-        self._simple = (
-            bool(node_id)
-            and bool(collection)
-            and _SAFE_ID.fullmatch(node_id) is not None
-            and _SAFE_ID.fullmatch(collection) is not None
-        )
-        self._head = f'{{"collection":"{collection}","data":'
-        self._node_part = f',"nodeId":"{node_id}","recordId":"'
-        self._insert = OpType.INSERT
-        #: The data's JSON of the insert ``build`` returned last (not a pair: one tuple less
-        #: per operation for the garbage collector).
-        self.text = ""
+        super().__init__(node_id, collection, schema_version, transaction_id, OpType.INSERT)
 
     def build(
         self,
@@ -311,46 +365,14 @@ class InsertBuilder:
         Raises:
             ValidationError: As ``create_operation``.
         """
-        if (
-            self._simple
-            and type(data) is dict
-            and (
-                safe_id
-                # ASCII that the encoder writes as it is: nothing to escape.
-                or (
-                    record_id
-                    and record_id.isascii()
-                    and len(c_encode_basestring(record_id)) == len(record_id) + 2
-                )
-            )
-            and _flat_and_plain(data) is True
-        ):
-            data_text = encode_sorted(data)
-            if data_text.isascii() or _HIGH_CHARACTER.search(data_text) is None:
-                canonical = (
-                    f'{self._head}{data_text}{self._node_part}{record_id}",'
-                    f'"timestamp":"{stamp}","type":"insert"}}'
-                )
-                op = new_operation(
-                    hashlib.sha256(canonical.encode()).hexdigest(), self.node_id, self._insert,
-                    self.collection, record_id, dict(data), None, timestamp, sequence_number,
-                    causal_deps, self.schema_version, None, self.transaction_id, mutation_name,
-                )  # fmt: skip
-                self.text = data_text
-                return op
-        op, text, _ = build_operation(
-            node_id=self.node_id, op_type=self._insert, collection=self.collection,
-            record_id=record_id, data=data, previous_data=None, timestamp=timestamp,
-            sequence_number=sequence_number, causal_deps=causal_deps,
-            schema_version=self.schema_version, atomic_ops=None,
-            transaction_id=self.transaction_id, mutation_name=mutation_name,
+        safe = safe_id or _safe_record_id(record_id)
+        return self._build(
+            safe, record_id, data, None, timestamp, stamp, sequence_number, causal_deps,
+            mutation_name,
         )  # fmt: skip
-        assert text is not None
-        self.text = text
-        return op
 
 
-class UpdateBuilder:
+class UpdateBuilder(_PlainBuilder):
     """``build_operation`` for the plain updates (no atomic ops) of one node in one
     collection, fast: the same operation, built as ``InsertBuilder`` builds inserts.
 
@@ -367,24 +389,10 @@ class UpdateBuilder:
         schema_version: int,
         transaction_id: str | None,
     ) -> None:
-        self.node_id = node_id
-        self.collection = collection
-        self.schema_version = schema_version
-        self.transaction_id = transaction_id
-        self._simple = (
-            bool(node_id)
-            and bool(collection)
-            and _SAFE_ID.fullmatch(node_id) is not None
-            and _SAFE_ID.fullmatch(collection) is not None
-        )
-        self._head = f'{{"collection":"{collection}","data":'
-        self._node_part = f',"nodeId":"{node_id}","recordId":"'
-        self._update = OpType.UPDATE
+        super().__init__(node_id, collection, schema_version, transaction_id, OpType.UPDATE)
         #: The ``(record id, whether it is safe)`` checked last: a transaction that updates
         #: one record many times checks its id once.
         self._checked = ("", False)
-        #: The data's JSON of the update ``build`` returned last.
-        self.text = ""
 
     def build(
         self,
@@ -407,28 +415,7 @@ class UpdateBuilder:
         if checked_id != record_id:
             safe = _safe_record_id(record_id)
             self._checked = (record_id, safe)
-        if self._simple and safe and type(data) is dict and _flat_and_plain(data) is True:
-            data_text = encode_sorted(data)
-            if data_text.isascii() or _HIGH_CHARACTER.search(data_text) is None:
-                canonical = (
-                    f'{self._head}{data_text}{self._node_part}{record_id}",'
-                    f'"timestamp":"{stamp}","type":"update"}}'
-                )
-                op = new_operation(
-                    hashlib.sha256(canonical.encode()).hexdigest(), self.node_id, self._update,
-                    self.collection, record_id, dict(data), previous_data, timestamp,
-                    sequence_number, causal_deps, self.schema_version, None,
-                    self.transaction_id, mutation_name,
-                )  # fmt: skip
-                self.text = data_text
-                return op
-        op, text, _ = build_operation(
-            node_id=self.node_id, op_type=self._update, collection=self.collection,
-            record_id=record_id, data=data, previous_data=previous_data, timestamp=timestamp,
-            sequence_number=sequence_number, causal_deps=causal_deps,
-            schema_version=self.schema_version, atomic_ops=None,
-            transaction_id=self.transaction_id, mutation_name=mutation_name,
+        return self._build(
+            safe, record_id, data, previous_data, timestamp, stamp, sequence_number,
+            causal_deps, mutation_name,
         )  # fmt: skip
-        assert text is not None
-        self.text = text
-        return op
