@@ -15,6 +15,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,34 +77,23 @@ async def durable_pipeline_throughput(
     throughput scenario's shape with nothing but sqlite3, json and trio-websocket."""
     writer = RawClientRows(directory / "pipeline-a.db")
     reader = RawClientRows(directory / "pipeline-b.db")
+
+    async def send(a: WebSocketConnection) -> None:
+        for first in range(0, count, per_tx):
+            operations = writer.commit(min(per_tx, count - first))
+            for offset in range(0, len(operations), batch):
+                chunk = operations[offset : offset + batch]
+                await a.send_message(json.dumps(chunk, separators=(",", ":")))
+
+    async def receive(b: WebSocketConnection) -> None:
+        got = 0
+        while got < count:
+            operations = json.loads(await b.get_message())
+            reader.commit(len(operations))
+            got += len(operations)
+
     try:
-        async with (
-            open_websocket_url(url, message_queue_size=1024) as a,
-            open_websocket_url(url, message_queue_size=1024) as b,
-        ):
-            await _connected(a, b)
-            done = trio.Event()
-            finished = [0.0]
-
-            async def receive() -> None:
-                got = 0
-                while got < count:
-                    operations = json.loads(await b.get_message())
-                    reader.commit(len(operations))
-                    got += len(operations)
-                finished[0] = time.perf_counter()
-                done.set()
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(receive)
-                start = time.perf_counter()
-                for first in range(0, count, per_tx):
-                    operations = writer.commit(min(per_tx, count - first))
-                    for offset in range(0, len(operations), batch):
-                        chunk = operations[offset : offset + batch]
-                        await a.send_message(json.dumps(chunk, separators=(",", ":")))
-                await done.wait()
-            return finished[0] - start
+        return await _timed_stream(url, send, receive)
     finally:
         writer.close()
         reader.close()
@@ -111,26 +101,40 @@ async def durable_pipeline_throughput(
 
 async def relay_throughput(url: str, count: int) -> float:
     """Seconds until B has received ``count`` messages A sends as fast as it can."""
+
+    async def send(a: WebSocketConnection) -> None:
+        for _ in range(count):
+            await a.send_message(_SMALL)
+
+    async def receive(b: WebSocketConnection) -> None:
+        for _ in range(count):
+            await b.get_message()
+
+    return await _timed_stream(url, send, receive)
+
+
+async def _timed_stream(
+    url: str,
+    send: Callable[[WebSocketConnection], Awaitable[None]],
+    receive: Callable[[WebSocketConnection], Awaitable[None]],
+) -> float:
+    """Seconds from the start of ``send(a)`` until ``receive(b)`` returned, over two
+    connections to the relay at ``url``."""
     async with (
         open_websocket_url(url, message_queue_size=1024) as a,
         open_websocket_url(url, message_queue_size=1024) as b,
     ):
         await _connected(a, b)
-        done = trio.Event()
         finished = [0.0]
 
-        async def receive() -> None:
-            for _ in range(count):
-                await b.get_message()
+        async def receiver() -> None:
+            await receive(b)
             finished[0] = time.perf_counter()
-            done.set()
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(receive)
+            nursery.start_soon(receiver)
             start = time.perf_counter()
-            for _ in range(count):
-                await a.send_message(_SMALL)
-            await done.wait()
+            await send(a)
         return finished[0] - start
 
 
