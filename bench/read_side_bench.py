@@ -19,7 +19,6 @@ import argparse
 import cProfile
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,23 +30,12 @@ import trio
 from bench.driver.kora_stack import COLLECTION, Received, open_synced_app
 from bench.driver.procs import free_port, kora_serve_argv, run_child
 from bench.write_side_bench import PER_TX, _per_thread, _rounded
+from bench.write_side_bench import thread_cpu as write_side_thread_cpu
 
 
 def thread_cpu() -> dict[str, float]:
     """User and system CPU seconds of each live thread of this process, by thread name."""
-    tick = os.sysconf("SC_CLK_TCK")
-    spent: dict[str, float] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as stat:
-                head, _, rest = stat.read().rpartition(")")
-        except OSError:
-            continue
-        fields = rest.split()
-        name = head.partition("(")[2]
-        for kind, value in (("user", fields[11]), ("sys", fields[12])):
-            spent[f"{name}_{kind}"] = spent.get(f"{name}_{kind}", 0.0) + int(value) / tick
-    return spent
+    return write_side_thread_cpu(split=True)
 
 
 async def writer(url: str, path: str, count: int) -> None:

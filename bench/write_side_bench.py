@@ -150,8 +150,9 @@ async def main(args: argparse.Namespace) -> None:
             profiler.dump_stats(args.profile)
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds of each live thread of this process, by thread name (``comm``)."""
+def thread_cpu(*, split: bool = False) -> dict[str, float]:
+    """CPU seconds of each live thread of this process, by thread name (``comm``); with
+    ``split``, user and system time apart (``<name>_user``, ``<name>_sys``)."""
     tick = os.sysconf("SC_CLK_TCK")
     spent: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
@@ -162,7 +163,12 @@ def thread_cpu() -> dict[str, float]:
             continue
         fields = rest.split()
         name = head.partition("(")[2]
-        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        user, system = int(fields[11]) / tick, int(fields[12]) / tick
+        parts = (
+            ((f"{name}_user", user), (f"{name}_sys", system)) if split else ((name, user + system),)
+        )
+        for key, value in parts:
+            spent[key] = spent.get(key, 0.0) + value
     return spent
 
 
