@@ -27,6 +27,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -57,16 +59,23 @@ class Acked:
                 await self.changed.wait()
 
 
-async def throughput_round(url: str, path: Path, count: int) -> dict[str, float]:
+@asynccontextmanager
+async def _synced_writer(url: str, path: Path) -> AsyncIterator[tuple[kora.App, Acked, str]]:
+    """A synced app with one acknowledged record to update: the app, its acknowledgment
+    counter and the record's id."""
     async with kora.open_app(SCHEMA, path=str(path), sync=kora.SyncOptions(url=url)) as app:
         assert app.sync is not None
         await app.sync.connect()
         with trio.fail_after(60):
             await app.sync.wait_synced()
         acked = Acked(app)
-        items = app.collection(COLLECTION)
-        record = await items.insert({"k": -1})
+        record = await app.collection(COLLECTION).insert({"k": -1})
         await acked.wait_total(1)
+        yield app, acked, record.id
+
+
+async def throughput_round(url: str, path: Path, count: int) -> dict[str, float]:
+    async with _synced_writer(url, path) as (app, acked, record_id):
         base = acked.total
         gc.collect()
         times0, threads0 = os.times(), thread_cpu()
@@ -75,7 +84,7 @@ async def throughput_round(url: str, path: Path, count: int) -> dict[str, float]
             async with app.transaction() as tx:
                 staged = tx.collection(COLLECTION)
                 for index in range(first, min(count, first + PER_TX)):
-                    await staged.update(record.id, {"k": index})
+                    await staged.update(record_id, {"k": index})
         cpu1, wall1 = time.process_time(), time.perf_counter()
         await acked.wait_total(base + count)
         with trio.fail_after(60):
@@ -94,24 +103,17 @@ async def throughput_round(url: str, path: Path, count: int) -> dict[str, float]
 
 
 async def latency_round(url: str, path: Path, count: int) -> dict[str, float]:
-    async with kora.open_app(SCHEMA, path=str(path), sync=kora.SyncOptions(url=url)) as app:
-        assert app.sync is not None
-        await app.sync.connect()
-        with trio.fail_after(60):
-            await app.sync.wait_synced()
-        acked = Acked(app)
+    async with _synced_writer(url, path) as (app, acked, record_id):
         items = app.collection(COLLECTION)
-        record = await items.insert({"k": -1})
-        await acked.wait_total(1)
         for index in range(20):  # warm-up
-            await items.update(record.id, {"k": index})
+            await items.update(record_id, {"k": index})
             await acked.wait_total(acked.total + 1)
         gc.collect()
         times0, threads0 = os.times(), thread_cpu()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for index in range(count):
             target = acked.total + 1
-            await items.update(record.id, {"k": index})
+            await items.update(record_id, {"k": index})
             await acked.wait_total(target)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         times1, threads1 = os.times(), thread_cpu()
