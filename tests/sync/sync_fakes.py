@@ -182,5 +182,14 @@ class Harness:
             LocalMutation(type=OpType.INSERT, collection="todos", data={"title": title})
         )
 
+    async def streaming(self) -> FakeServer:
+        """Connect, answer the handshake and acknowledge the (empty) delta: the server side
+        of a connection that has reached streaming."""
+        await self.engine.connect()
+        server = FakeServer(await self.network.accept())
+        await server.accept(await server.expect(Handshake))
+        await server.ack(await server.receive_batch())
+        return server
+
 
 HarnessFactory = Callable[..., AbstractAsyncContextManager[Harness]]

@@ -161,10 +161,7 @@ async def test_operation_rejected_moves_the_op_to_the_rejected_store(
     harness: HarnessFactory,
 ) -> None:
     async with harness() as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         bad = await h.write("forbidden")
         batch = await server.receive_batch()
         await server.send(
@@ -191,10 +188,7 @@ async def test_window_keeps_several_batches_in_flight_acknowledged_in_order(
     harness: HarnessFactory,
 ) -> None:
     async with harness(batch_size=1, window=3) as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         with trio.fail_after(5):
             await h.engine.wait_synced()
         for n in range(5):
@@ -217,10 +211,7 @@ async def test_out_of_order_acknowledgment_acknowledges_nothing(
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness(batch_size=1, window=2, ack_timeout=10.0) as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         one, two = await h.write("one"), await h.write("two")
         b1, b2 = await server.receive_batch(), await server.receive_batch()
         await server.ack(b2)  # names the newer batch: not trusted, nothing dequeued

@@ -95,10 +95,7 @@ async def test_backoff_resets_after_a_successful_handshake(
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness() as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         with trio.fail_after(5):
             await h.engine.wait_synced()
         await trio.sleep(10)
@@ -196,10 +193,7 @@ async def test_no_task_of_a_connection_survives_disconnect(harness: HarnessFacto
     async with harness() as h:
         await trio.testing.wait_all_tasks_blocked()
         baseline = count_tasks()
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        await h.streaming()
         with trio.fail_after(5):
             await h.engine.wait_synced()
         assert count_tasks() > baseline + 3  # the connection scope and its three actors

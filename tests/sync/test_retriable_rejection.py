@@ -101,10 +101,7 @@ async def test_a_new_connection_resends_the_refused_operation_in_its_delta(
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness() as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         bad = await h.write("rate limited")
         batch = await server.receive_batch()
         await server.send(refusal(bad, code="RATE_LIMIT"))
@@ -129,10 +126,7 @@ async def test_a_permanent_rejection_still_moves_the_operation_to_the_rejected_l
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness() as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         bad = await h.write("forbidden")
         batch = await server.receive_batch()
         await server.send(refusal(bad, code="FORBIDDEN", retriable=False))
@@ -152,10 +146,7 @@ async def test_with_a_window_only_the_refused_operation_stays_queued(
     harness: HarnessFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with harness(batch_size=1, window=3) as h:
-        await h.engine.connect()
-        server = FakeServer(await h.network.accept())
-        await server.accept(await server.expect(Handshake))
-        await server.ack(await server.receive_batch())
+        server = await h.streaming()
         ops = [await h.write(f"op-{n}") for n in range(3)]
         batches = [await server.receive_batch() for _ in ops]
         assert [b.operations[0].id for b in batches] == [op.id for op in ops]
